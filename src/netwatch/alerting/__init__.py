@@ -1,0 +1,1 @@
+"""Alert engine, topology and receivers; arrive with the alerting issue."""

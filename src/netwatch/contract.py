@@ -1,0 +1,110 @@
+"""The InfluxDB data contract as data: measurement -> tag keys and field types.
+
+This is what Grafana dashboards, scripts and the SLA reports build on (design.md, "Data
+contract"). The line-protocol encoder coerces known fields to their declared type, because
+InfluxDB rejects a whole batch when a field's type flips (an ``int`` 0 sent where a float was
+written before). Tests check every probe against this table.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+FieldType = Literal["int", "float", "str"]
+
+_F: Final = "float"
+_I: Final = "int"
+_S: Final = "str"
+
+#: measurement -> (allowed tag keys, field name -> type)
+CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
+    "ping": (
+        frozenset({"device", "site", "kind"}),
+        {
+            "up": _I,
+            "rtt_min_ms": _F,
+            "rtt_avg_ms": _F,
+            "rtt_max_ms": _F,
+            "jitter_ms": _F,
+            "loss_pct": _F,
+            "sent": _I,
+            "received": _I,
+        },
+    ),
+    "interface": (
+        frozenset({"device", "site", "port", "link", "lessee"}),
+        {
+            "oper_up": _I,
+            "admin_up": _I,
+            "speed_bps": _I,
+            "in_bps": _F,
+            "out_bps": _F,
+            "in_util_pct": _F,
+            "out_util_pct": _F,
+            "in_errors_ps": _F,
+            "out_errors_ps": _F,
+            "in_discards_ps": _F,
+            "out_discards_ps": _F,
+        },
+    ),
+    "optics": (
+        frozenset({"device", "site", "port", "link"}),
+        {"rx_dbm": _F, "tx_dbm": _F, "temp_c": _F, "bias_ma": _F},
+    ),
+    "system": (frozenset({"device", "site", "kind"}), {"uptime_s": _I, "rebooted": _I}),
+    "device": (
+        frozenset({"device", "site", "kind"}),
+        {"up": _I, "state": _S, "reason": _S},
+    ),
+    "link": (
+        frozenset({"link", "lessee", "site_a", "site_b"}),
+        {"up": _I, "state": _S},
+    ),
+    "wifi": (frozenset({"device", "site"}), {"clients": _I, "channel_util_pct": _F, "radios_up": _I}),
+    "http": (
+        frozenset({"device", "site", "check", "reason"}),
+        {"up": _I, "status_code": _I, "latency_ms": _F, "cert_days_left": _F, "body_match": _I},
+    ),
+    "rtsp": (
+        frozenset({"device", "site", "reason"}),
+        {"up": _I, "status_code": _I, "latency_ms": _F, "video": _I},
+    ),
+    "snapshot": (frozenset({"device", "site", "reason"}), {"up": _I, "latency_ms": _F, "bytes": _I}),
+    "panel": (frozenset({"device", "site"}), {"online": _I, "heartbeat_age_s": _F}),
+    "panel_event": (frozenset({"device", "site", "event", "door"}), {"count": _I, "detail": _S}),
+    "alert": (
+        frozenset({"rule", "entity", "site", "severity"}),
+        {"state": _S, "value": _F, "incident": _S, "summary": _S},
+    ),
+    "netwatch": (
+        frozenset({"instance", "component"}),
+        {
+            # scheduler
+            "checks_run": _I,
+            "checks_failed": _I,
+            "checks_skipped": _I,
+            "checks_in_flight": _I,
+            "poll_lag_p50_ms": _F,
+            "poll_lag_p99_ms": _F,
+            "poll_lag_max_ms": _F,
+            # sink
+            "points_collected": _I,
+            "points_written": _I,
+            "points_dropped": _I,
+            "points_rejected": _I,
+            "buffer_points": _I,
+            "batches_written": _I,
+            "batch_points_avg": _F,
+            "write_latency_ms": _F,
+            "write_errors": _I,
+        },
+    ),
+}
+
+
+def field_type(measurement: str, field: str) -> FieldType | None:
+    """Return the declared type of a field, or None if the contract does not name it."""
+    entry = CONTRACT.get(measurement)
+    if entry is None:
+        return None
+    return entry[1].get(field)

@@ -1,0 +1,1 @@
+"""Push sources (MQTT, SNMP traps); arrive with the panels and traps issue."""

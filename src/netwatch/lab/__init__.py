@@ -1,0 +1,1 @@
+"""A simulated city for demos, tests and benchmarks."""

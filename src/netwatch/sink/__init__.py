@@ -1,0 +1,1 @@
+"""Where samples go: line protocol, buffering, InfluxDB."""
