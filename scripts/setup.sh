@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up netwatch on a Debian machine: the servers the tests use (apt) and a venv (pip).
+# Idempotent: re-running installs only what is missing.
+#   scripts/setup.sh          servers + venv with test tools
+#   scripts/setup.sh --no-apt venv only (when the servers are managed elsewhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(influxdb influxdb-client victoria-metrics mosquitto mosquitto-clients snmpd snmp snmptrapd
+              prometheus-snmp-exporter prometheus-alertmanager fping)
+PY=${PYTHON:-python3}
+
+if [[ "${1:-}" != "--no-apt" ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    echo "setup: installing ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.netwatch-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi

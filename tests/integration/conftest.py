@@ -1,0 +1,10 @@
+"""Integration fixtures: each real server is a plain process on a free loopback port."""
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration as an integration test."""
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)

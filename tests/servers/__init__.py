@@ -1,0 +1,1 @@
+"""Real servers for integration tests, started as plain processes on free loopback ports."""
