@@ -1,0 +1,30 @@
+"""Probe kinds: one module each, registered here by the name used in ``checks:``.
+
+Adding a kind touches its module, one line below, its tests, the example config and the README
+table. The config schema (per-kind settings under ``defaults``, ``defaults.kinds.<kind>`` and each
+device) is generated from this registry, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netwatch.configbase import Strict
+from netwatch.probes import ping, snmp
+from netwatch.probes.base import Probe, ProbeFactory, ProbeResources
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    """A check name's config class and the factory that builds its probe."""
+
+    config: type[Strict]
+    build: ProbeFactory
+
+
+REGISTRY: dict[str, ProbeKind] = {
+    "ping": ProbeKind(ping.PingConfig, ping.build),
+    "snmp": ProbeKind(snmp.SnmpConfig, lambda t, c, r: snmp.build(t, c, r)),  # TEMP until snmp.build lands
+}
+
+__all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]
