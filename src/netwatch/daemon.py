@@ -1,0 +1,142 @@
+"""The daemon's lifecycle: start order, reloads, shutdown.
+
+``run()`` sees two events instead of signals, so tests can drive it (the CLI owns the signals).
+The sink opens before the probes and closes after them, as Telegraf starts outputs before
+inputs and flushes them last; a reload swaps probes and inventory, not the sink or the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+
+from netwatch import logs
+from netwatch.config import ConfigError, Loaded, load_config
+from netwatch.inventory import Inventory
+from netwatch.model import Observation, Sample, now_ns
+from netwatch.probes import REGISTRY, Probe, ProbeResources
+from netwatch.scheduler import Job, Scheduler
+from netwatch.sink.influx import Sink, open_sink
+from netwatch.state import StateTracker
+
+log = structlog.get_logger(__name__)
+
+
+ProbeCache = dict[tuple[str, str], tuple[object, Probe]]
+
+
+def build_jobs(inventory: Inventory, resources: ProbeResources, cache: ProbeCache) -> list[Job]:
+    """Build one job per (device, check), reusing the probe of a check whose settings are unchanged.
+
+    Reuse matters for SNMP: a probe holds the previous counters, so a reload that rebuilt it
+    would leave a one-interval hole in every rate. ``cache`` is updated in place.
+    """
+    fresh: ProbeCache = {}
+    jobs = []
+    for device in inventory.devices.values():
+        for spec in device.checks:
+            key = (device.id, spec.name)
+            identity = (spec.config, device.target)
+            prior = cache.get(key)
+            if prior is not None and prior[0] == identity:
+                probe = prior[1]
+            else:
+                probe = REGISTRY[spec.name].build(device.target, spec.config, resources)
+            fresh[key] = (identity, probe)
+            jobs.append(Job(device.id, spec.name, probe, spec.interval, spec.timeout))
+    cache.clear()
+    cache.update(fresh)
+    return jobs
+
+
+class Pipeline:
+    """Where observations go: samples to the sink, outcomes to the state tracker."""
+
+    def __init__(self, loaded: Loaded, sink: Sink) -> None:
+        self.sink = sink
+        self.tracker = StateTracker(loaded.inventory, sink.submit)
+
+    def observe(self, obs: Observation) -> None:
+        self.sink.submit(obs.outcome.samples)
+        self.tracker.observe(obs)
+
+
+async def _report_health(instance: str, scheduler: Scheduler, sink: Sink, every: float) -> None:
+    """Write netwatch's own health (measurement ``netwatch``) every ``every`` seconds."""
+    while True:
+        await asyncio.sleep(every)
+        ts = now_ns()
+        sched = {
+            "checks_run": scheduler.stats.checks_run,
+            "checks_failed": scheduler.stats.checks_failed,
+            "checks_skipped": scheduler.stats.checks_skipped,
+            "checks_in_flight": scheduler.in_flight,
+            **scheduler.lag_summary(),
+        }
+        sink.submit(
+            [
+                Sample("netwatch", {"instance": instance, "component": "scheduler"}, sched, ts),
+                Sample("netwatch", {"instance": instance, "component": "sink"}, dict(sink.stats()), ts),
+            ]
+        )
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+def reload_or_keep(path: Path, current: Loaded) -> Loaded:
+    """Load the config again; on any error log every issue and keep the running config."""
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        log.error("config_reload_failed", file=str(path), errors=[str(i) for i in exc.issues],
+                  action="keeping the running config")
+        return current
+    log.info("config_reloaded", file=str(path), devices=len(loaded.inventory.devices))
+    return loaded
+
+
+async def run(path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None) -> None:
+    """Run the daemon until ``stop`` is set; reload the config whenever ``reload`` is set."""
+    loaded = loaded or load_config(path)
+    cfg = loaded.config
+    logs.configure(cfg.log.level, cfg.log.format)
+    log.info("netwatch_starting", file=str(path), instance=cfg.instance,
+             devices=len(loaded.inventory.devices), links=len(loaded.inventory.links),
+             influxdb=str(cfg.influxdb.url) if cfg.influxdb else None)
+    resources = ProbeResources()
+    async with open_sink(cfg.influxdb, instance=cfg.instance) as sink:
+        pipeline = Pipeline(loaded, sink)
+        probes: ProbeCache = {}
+        try:
+            while not stop.is_set():
+                jobs = build_jobs(loaded.inventory, resources, probes)
+                scheduler = Scheduler(jobs, pipeline.observe, max_in_flight=cfg.scheduler.max_in_flight)
+                async with asyncio.TaskGroup() as tg:
+                    sched_task = tg.create_task(scheduler.run(), name="scheduler")
+                    health_task = tg.create_task(
+                        _report_health(cfg.instance, scheduler, sink, cfg.scheduler.stats_interval), name="health"
+                    )
+                    await _first_set(stop, reload)
+                    sched_task.cancel()
+                    health_task.cancel()
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    new = reload_or_keep(path, loaded)
+                    if new is not loaded:
+                        loaded, cfg = new, new.config
+                        logs.configure(cfg.log.level, cfg.log.format)
+                        pipeline.tracker.apply(loaded.inventory)
+        finally:
+            with contextlib.suppress(Exception):
+                await resources.aclose()
+            log.info("netwatch_stopping", instance=cfg.instance)

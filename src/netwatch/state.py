@@ -1,0 +1,134 @@
+"""Device and span state from the latest outcome of each check (measurements ``device``, ``link``).
+
+A device is ``up`` when all its checks pass, ``degraded`` when some do, ``down`` when none do.
+A span is up when both of its end ports are oper-up (as far as SNMP tells) and both end devices
+answer. ``unreachable`` and ``maintenance`` come with alerting, which knows the topology.
+
+State changes are logged once each way (Home Assistant's rule), never every poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from netwatch.inventory import Device, Inventory, Link
+from netwatch.model import Observation, Outcome, Sample, now_ns
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Tracked:
+    state: str | None = None
+    since: float = 0.0
+
+
+class StateTracker:
+    """Keep the latest outcome per (device, check) and emit state samples as they change."""
+
+    def __init__(self, inventory: Inventory, emit: Callable[[list[Sample]], None]) -> None:
+        self._emit = emit
+        self._outcomes: dict[tuple[str, str], Outcome] = {}
+        self._ports: dict[tuple[str, str], bool] = {}
+        self._devices: dict[str, _Tracked] = {}
+        self._links: dict[str, _Tracked] = {}
+        self.apply(inventory)
+
+    def apply(self, inventory: Inventory) -> None:
+        """Switch to a new inventory (config reload), keeping what is known of devices that stay."""
+        self._inv = inventory
+        self._links_by_device: dict[str, list[Link]] = {}
+        for link in inventory.links.values():
+            for end in (link.a, link.b):
+                self._links_by_device.setdefault(end.device, []).append(link)
+        checks = {(d.id, c.name) for d in inventory.devices.values() for c in d.checks}
+        self._outcomes = {k: v for k, v in self._outcomes.items() if k in checks}
+        self._devices = {k: v for k, v in self._devices.items() if k in inventory.devices}
+        self._links = {k: v for k, v in self._links.items() if k in inventory.links}
+
+    def device_state(self, device_id: str) -> str | None:
+        """Return the last computed state of a device (None before its first check)."""
+        tracked = self._devices.get(device_id)
+        return tracked.state if tracked else None
+
+    def link_state(self, link_id: str) -> str | None:
+        tracked = self._links.get(link_id)
+        return tracked.state if tracked else None
+
+    def observe(self, obs: Observation) -> None:
+        """Take one observation: update the device, then the spans that end on it."""
+        device = self._inv.devices.get(obs.device)
+        if device is None:  # a check from before a reload that removed the device
+            return
+        self._outcomes[(obs.device, obs.check)] = obs.outcome
+        for port, up in obs.outcome.ports_up.items():
+            self._ports[(obs.device, port)] = up
+        ts = now_ns()
+        samples = [self._device_sample(device, ts)]
+        for link in self._links_by_device.get(obs.device, []):
+            sample = self._link_sample(link, ts)
+            if sample is not None:
+                samples.append(sample)
+        self._emit(samples)
+
+    def _device_sample(self, device: Device, ts: int) -> Sample:
+        outcomes = [(c.name, self._outcomes[(device.id, c.name)]) for c in device.checks
+                    if (device.id, c.name) in self._outcomes]
+        failing = [(name, o) for name, o in outcomes if not o.up]
+        if not failing:
+            state, reason = "up", "ok"
+        elif len(failing) == len(outcomes):
+            # Every check that has reported fails (before the first full round, that may be
+            # only some of them): down until another check says otherwise.
+            state, reason = "down", failing[0][1].reason
+        else:
+            state, reason = "degraded", failing[0][1].reason
+        tracked = self._devices.setdefault(device.id, _Tracked())
+        if state != tracked.state:
+            self._log_device(device, tracked, state, failing)
+            tracked.state, tracked.since = state, time.monotonic()
+        return Sample(
+            "device",
+            device.target.base_tags(),
+            {"up": int(state != "down"), "state": state, "reason": reason},
+            ts,
+        )
+
+    def _log_device(self, device: Device, tracked: _Tracked, state: str, failing: list[tuple[str, Outcome]]) -> None:
+        context = {"device": device.id, "site": device.site, "kind": device.kind}
+        details = {name: f"{o.reason}: {o.detail}" if o.detail else o.reason for name, o in failing}
+        if state == "up":
+            if tracked.state is not None:
+                log.info("device_up", **context, previous=tracked.state,
+                         down_for_s=round(time.monotonic() - tracked.since, 1))
+        elif state == "down":
+            log.warning("device_down", **context, failing=details)
+        else:
+            log.warning("device_degraded", **context, failing=details)
+
+    def _link_sample(self, link: Link, ts: int) -> Sample | None:
+        port_states = [self._ports.get((end.device, end.port)) for end in (link.a, link.b)]
+        device_states = [self.device_state(end.device) for end in (link.a, link.b)]
+        if all(s is None for s in port_states) and any(s is None for s in device_states):
+            return None  # nothing known yet
+        why = ""
+        if any(s is False for s in port_states):
+            ends = [f"{e.device}:{e.port}" for e, s in zip((link.a, link.b), port_states, strict=True) if s is False]
+            why = "port down: " + ", ".join(ends)
+        elif any(s == "down" for s in device_states):
+            ends = [e.device for e, s in zip((link.a, link.b), device_states, strict=True) if s == "down"]
+            why = "end device not answering: " + ", ".join(ends)
+        state = "down" if why else "up"
+        tracked = self._links.setdefault(link.id, _Tracked())
+        if state != tracked.state:
+            if state == "down":
+                log.warning("link_down", link=link.id, lessee=link.lessee, why=why)
+            elif tracked.state is not None:
+                log.info("link_up", link=link.id, lessee=link.lessee,
+                         down_for_s=round(time.monotonic() - tracked.since, 1))
+            tracked.state, tracked.since = state, time.monotonic()
+        return Sample("link", link.tags(), {"up": int(state == "up"), "state": state}, ts)
