@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.servers.netns import test_host  # noqa: F401
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark everything under tests/integration as an integration test."""
