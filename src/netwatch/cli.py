@@ -61,8 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from netwatch.oneshot import probe_device
 
         return asyncio.run(
-            probe_device(loaded, args.device, checks=args.check, rounds=max(1, args.rounds),
-                         spacing=args.spacing, as_json=args.json)
+            probe_device(
+                loaded,
+                args.device,
+                checks=args.check,
+                rounds=max(1, args.rounds),
+                spacing=args.spacing,
+                as_json=args.json,
+            )
         )
     if args.verb == "run":
         return _run(Path(args.config))
@@ -85,7 +91,8 @@ def _check_config(path: Path) -> int:
         return 1
     inv = loaded.inventory
     checks = sum(len(d.checks) for d in inv.devices.values())
-    print(f"{path}: ok ({len(inv.sites)} sites, {len(inv.devices)} devices, {len(inv.links)} spans, {checks} checks)")
+    counts = f"{len(inv.sites)} sites, {len(inv.devices)} devices, {len(inv.links)} spans, {checks} checks"
+    print(f"{path}: ok ({counts})")
     return 0
 
 

@@ -52,7 +52,9 @@ Id = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 64}),
 ]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9-]{1,63})*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9-]{1,63})*\.?$"
+)
 
 
 def _known_check(name: str) -> str:
@@ -160,18 +162,18 @@ def _per_kind_fields(*, with_defaults: bool) -> dict[str, Any]:
     return {name: (kind.config | None, None) for name, kind in REGISTRY.items()}
 
 
-KindDefaults: type[_CommonSettings] = create_model(  # type: ignore[call-overload]
+KindDefaults: type[_CommonSettings] = create_model(
     "KindDefaults", __base__=_CommonSettings, **_per_kind_fields(with_defaults=False)
 )
-_DefaultsNoKinds: type[_DefaultsBase] = create_model(  # type: ignore[call-overload]
+_DefaultsNoKinds: type[_DefaultsBase] = create_model(
     "DefaultsBase", __base__=_DefaultsBase, **_per_kind_fields(with_defaults=True)
 )
-Defaults: type[_DefaultsBase] = create_model(  # type: ignore[call-overload]
+Defaults: type[_DefaultsBase] = create_model(
     "Defaults",
     __base__=_DefaultsNoKinds,
-    kinds=(dict[DeviceKind, KindDefaults], Field(default_factory=dict)),  # type: ignore[valid-type]
+    kinds=(dict[DeviceKind, KindDefaults], Field(default_factory=dict)),
 )
-DeviceConfig: type[_DeviceBase] = create_model(  # type: ignore[call-overload]
+DeviceConfig: type[_DeviceBase] = create_model(
     "DeviceConfig", __base__=_DeviceBase, **_per_kind_fields(with_defaults=False)
 )
 
@@ -189,9 +191,9 @@ class Config(Strict):
     influxdb: InfluxConfig | None = Field(default=None, description="absent: nothing is written")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-    defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[valid-type]
+    defaults: Defaults = Field(default_factory=Defaults)
     sites: list[SiteConfig] = Field(default_factory=list)
-    devices: list[DeviceConfig] = Field(default_factory=list)  # type: ignore[valid-type]
+    devices: list[DeviceConfig] = Field(default_factory=list)
     links: list[LinkConfig] = Field(default_factory=list)
 
 
@@ -210,7 +212,11 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = format_path(self.path)
-        return f"{self.file}:{self.line}: {where}: {self.message}" if where else f"{self.file}:{self.line}: {self.message}"
+        return (
+            f"{self.file}:{self.line}: {where}: {self.message}"
+            if where
+            else f"{self.file}:{self.line}: {self.message}"
+        )
 
 
 class ConfigError(Exception):
@@ -321,7 +327,9 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
             if not isinstance(ident, str):
                 continue
             if ident in seen:
-                problems.append(((section, i, "id"), f"duplicate id {ident!r} (first used at {section}[{seen[ident]}])"))
+                problems.append(
+                    ((section, i, "id"), f"duplicate id {ident!r} (first used at {section}[{seen[ident]}])")
+                )
             else:
                 seen[ident] = i
         return seen
@@ -343,7 +351,10 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
                     problems.append((("devices", i, "parents", j), "a device cannot be its own parent"))
                 elif parent not in devices:
                     problems.append(
-                        (("devices", i, "parents", j), f"unknown parent device {parent!r}{_suggest(parent, devices)}")
+                        (
+                            ("devices", i, "parents", j),
+                            f"unknown parent device {parent!r}{_suggest(parent, devices)}",
+                        )
                     )
 
     # Parent cycles: a depth-first search over the parent graph, reporting each cycle once.

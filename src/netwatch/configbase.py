@@ -13,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationInfo, WithJsonSchema
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -48,9 +47,7 @@ def parse_duration(value: object) -> float:
             try:
                 seconds = float(text)
             except ValueError:
-                raise ValueError(
-                    f"invalid duration {value!r}; write e.g. 30s, 5m, 1h30m or 250ms"
-                ) from None
+                raise ValueError(f"invalid duration {value!r}; write e.g. 30s, 5m, 1h30m or 250ms") from None
     else:
         raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
     if seconds < 0:
@@ -74,9 +71,7 @@ Duration = Annotated[
 ]
 
 #: Keys that hold a secret; the config must name a file for them instead (``<key>_file``).
-SECRET_KEYS = frozenset(
-    {"community", "auth_key", "priv_key", "password", "token", "secret", "routing_key"}
-)
+SECRET_KEYS = frozenset({"community", "auth_key", "priv_key", "password", "token", "secret", "routing_key"})
 
 
 def _read_secret(value: object, info: ValidationInfo) -> SecretStr:

@@ -98,21 +98,32 @@ def reload_or_keep(path: Path, current: Loaded) -> Loaded:
     try:
         loaded = load_config(path)
     except ConfigError as exc:
-        log.error("config_reload_failed", file=str(path), errors=[str(i) for i in exc.issues],
-                  action="keeping the running config")
+        log.error(
+            "config_reload_failed",
+            file=str(path),
+            errors=[str(i) for i in exc.issues],
+            action="keeping the running config",
+        )
         return current
     log.info("config_reloaded", file=str(path), devices=len(loaded.inventory.devices))
     return loaded
 
 
-async def run(path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None) -> None:
+async def run(
+    path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None
+) -> None:
     """Run the daemon until ``stop`` is set; reload the config whenever ``reload`` is set."""
     loaded = loaded or load_config(path)
     cfg = loaded.config
     logs.configure(cfg.log.level, cfg.log.format)
-    log.info("netwatch_starting", file=str(path), instance=cfg.instance,
-             devices=len(loaded.inventory.devices), links=len(loaded.inventory.links),
-             influxdb=str(cfg.influxdb.url) if cfg.influxdb else None)
+    log.info(
+        "netwatch_starting",
+        file=str(path),
+        instance=cfg.instance,
+        devices=len(loaded.inventory.devices),
+        links=len(loaded.inventory.links),
+        influxdb=str(cfg.influxdb.url) if cfg.influxdb else None,
+    )
     resources = ProbeResources()
     async with open_sink(cfg.influxdb, instance=cfg.instance) as sink:
         pipeline = Pipeline(loaded, sink)
@@ -124,7 +135,8 @@ async def run(path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded:
                 async with asyncio.TaskGroup() as tg:
                     sched_task = tg.create_task(scheduler.run(), name="scheduler")
                     health_task = tg.create_task(
-                        _report_health(cfg.instance, scheduler, sink, cfg.scheduler.stats_interval), name="health"
+                        _report_health(cfg.instance, scheduler, sink, cfg.scheduler.stats_interval),
+                        name="health",
                     )
                     await _first_set(stop, reload)
                     sched_task.cancel()

@@ -93,7 +93,13 @@ def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
     """Merge settings per device and build the runtime inventory; return it with any problems."""
     problems: list[tuple[KeyPath, str]] = []
     sites = {
-        s.id: Site(s.id, s.name, s.kind, s.location.lat if s.location else None, s.location.lon if s.location else None)
+        s.id: Site(
+            s.id,
+            s.name,
+            s.kind,
+            s.location.lat if s.location else None,
+            s.location.lon if s.location else None,
+        )
         for s in cfg.sites
     }
     site_of = {d.id: d.site for d in cfg.devices}
@@ -133,7 +139,10 @@ def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
         timeout: float = pick("timeout", defaults.timeout)
         if timeout >= interval:
             problems.append(
-                (("devices", index, "timeout"), f"timeout {timeout:g}s must be shorter than interval {interval:g}s")
+                (
+                    ("devices", index, "timeout"),
+                    f"timeout {timeout:g}s must be shorter than interval {interval:g}s",
+                )
             )
         specs: list[CheckSpec] = []
         for name in dict.fromkeys(check_names):  # keep order, drop repeats

@@ -52,7 +52,10 @@ async def probe_device(
     device = inventory.devices.get(device_id)
     if device is None:
         known = ", ".join(sorted(inventory.devices)[:20])
-        print(f"netwatch probe: no device {device_id!r} in {loaded.path} (devices: {known} ...)", file=sys.stderr)
+        print(
+            f"netwatch probe: no device {device_id!r} in {loaded.path} (devices: {known} ...)",
+            file=sys.stderr,
+        )
         return 1
     specs = [c for c in device.checks if not checks or c.name in checks]
     if not specs:
@@ -60,8 +63,13 @@ async def probe_device(
         return 1
     resources = ProbeResources()
     jobs = [
-        Job(device.id, spec.name, REGISTRY[spec.name].build(device.target, spec.config, resources),
-            spec.interval, spec.timeout)
+        Job(
+            device.id,
+            spec.name,
+            REGISTRY[spec.name].build(device.target, spec.config, resources),
+            spec.interval,
+            spec.timeout,
+        )
         for spec in specs
     ]
     outcomes: list[Outcome] = []
@@ -75,15 +83,35 @@ async def probe_device(
             elapsed = loop.time() - started
             if as_json:
                 for job, outcome in zip(jobs, outcomes, strict=True):
-                    print(json.dumps({"round": round_no, "check": job.check, "up": outcome.up,
-                                      "reason": outcome.reason, "detail": outcome.detail}))
+                    print(
+                        json.dumps(
+                            {
+                                "round": round_no,
+                                "check": job.check,
+                                "up": outcome.up,
+                                "reason": outcome.reason,
+                                "detail": outcome.detail,
+                            }
+                        )
+                    )
                     for s in outcome.samples:
-                        print(json.dumps({"round": round_no, "measurement": s.measurement, "tags": dict(s.tags),
-                                          "fields": dict(s.fields), "time_ns": s.time_ns}))
+                        print(
+                            json.dumps(
+                                {
+                                    "round": round_no,
+                                    "measurement": s.measurement,
+                                    "tags": dict(s.tags),
+                                    "fields": dict(s.fields),
+                                    "time_ns": s.time_ns,
+                                }
+                            )
+                        )
                 continue
             site = inventory.sites.get(device.site)
-            print(f"{device.id}  {device.kind} at {site.name if site else device.site}, {device.address}"
-                  + (f"  (round {round_no}/{rounds}, {elapsed:.2f}s)" if rounds > 1 else f"  ({elapsed:.2f}s)"))
+            print(
+                f"{device.id}  {device.kind} at {site.name if site else device.site}, {device.address}"
+                + (f"  (round {round_no}/{rounds}, {elapsed:.2f}s)" if rounds > 1 else f"  ({elapsed:.2f}s)")
+            )
             for job, outcome in zip(jobs, outcomes, strict=True):
                 state = "up  " if outcome.up else "DOWN"
                 detail = f"  {outcome.detail}" if outcome.detail else ""

@@ -189,7 +189,11 @@ class Scheduler:
         def pct(p: float) -> float:
             return lags[min(len(lags) - 1, int(p * len(lags)))] * 1000.0
 
-        return {"poll_lag_p50_ms": pct(0.50), "poll_lag_p99_ms": pct(0.99), "poll_lag_max_ms": lags[-1] * 1000.0}
+        return {
+            "poll_lag_p50_ms": pct(0.50),
+            "poll_lag_p99_ms": pct(0.99),
+            "poll_lag_max_ms": lags[-1] * 1000.0,
+        }
 
 
 async def run_check(job: Job) -> Outcome:

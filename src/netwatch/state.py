@@ -76,8 +76,11 @@ class StateTracker:
         self._emit(samples)
 
     def _device_sample(self, device: Device, ts: int) -> Sample:
-        outcomes = [(c.name, self._outcomes[(device.id, c.name)]) for c in device.checks
-                    if (device.id, c.name) in self._outcomes]
+        outcomes = [
+            (c.name, self._outcomes[(device.id, c.name)])
+            for c in device.checks
+            if (device.id, c.name) in self._outcomes
+        ]
         failing = [(name, o) for name, o in outcomes if not o.up]
         if not failing:
             state, reason = "up", "ok"
@@ -98,13 +101,19 @@ class StateTracker:
             ts,
         )
 
-    def _log_device(self, device: Device, tracked: _Tracked, state: str, failing: list[tuple[str, Outcome]]) -> None:
+    def _log_device(
+        self, device: Device, tracked: _Tracked, state: str, failing: list[tuple[str, Outcome]]
+    ) -> None:
         context = {"device": device.id, "site": device.site, "kind": device.kind}
         details = {name: f"{o.reason}: {o.detail}" if o.detail else o.reason for name, o in failing}
         if state == "up":
             if tracked.state is not None:
-                log.info("device_up", **context, previous=tracked.state,
-                         down_for_s=round(time.monotonic() - tracked.since, 1))
+                log.info(
+                    "device_up",
+                    **context,
+                    previous=tracked.state,
+                    down_for_s=round(time.monotonic() - tracked.since, 1),
+                )
         elif state == "down":
             log.warning("device_down", **context, failing=details)
         else:
@@ -117,7 +126,11 @@ class StateTracker:
             return None  # nothing known yet
         why = ""
         if any(s is False for s in port_states):
-            ends = [f"{e.device}:{e.port}" for e, s in zip((link.a, link.b), port_states, strict=True) if s is False]
+            ends = [
+                f"{e.device}:{e.port}"
+                for e, s in zip((link.a, link.b), port_states, strict=True)
+                if s is False
+            ]
             why = "port down: " + ", ".join(ends)
         elif any(s == "down" for s in device_states):
             ends = [e.device for e, s in zip((link.a, link.b), device_states, strict=True) if s == "down"]
@@ -128,7 +141,11 @@ class StateTracker:
             if state == "down":
                 log.warning("link_down", link=link.id, lessee=link.lessee, why=why)
             elif tracked.state is not None:
-                log.info("link_up", link=link.id, lessee=link.lessee,
-                         down_for_s=round(time.monotonic() - tracked.since, 1))
+                log.info(
+                    "link_up",
+                    link=link.id,
+                    lessee=link.lessee,
+                    down_for_s=round(time.monotonic() - tracked.since, 1),
+                )
             tracked.state, tracked.since = state, time.monotonic()
         return Sample("link", link.tags(), {"up": int(state == "up"), "state": state}, ts)

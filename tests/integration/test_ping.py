@@ -9,8 +9,9 @@ from tests.servers.netns import NetnsHost
 
 async def test_host_that_stops_answering_is_down_with_full_loss(test_host: NetnsHost) -> None:
     """Up with replies while the link is up; down with reason timeout and 100 % loss once cut."""
-    probe = PingProbe(Target("park-sw", "park", "switch", test_host.address),
-                      PingConfig(count=3, spacing=0.05, wait=0.3))
+    probe = PingProbe(
+        Target("park-sw", "park", "switch", test_host.address), PingConfig(count=3, spacing=0.05, wait=0.3)
+    )
     first = await probe.check()
     assert first.up, first.detail
     assert first.samples[0].fields["received"] >= 2  # the first echo may wait for ARP

@@ -19,8 +19,14 @@ BAD = [
     ("bad-parent-cycle.yaml", "parent cycle: a -> c -> b -> a"),
     ("bad-unknown-parent.yaml", "5: devices[1].parents[0]: unknown parent device 'r2'"),
     ("bad-link-device.yaml", "6: links[0].b.device: unknown device 'r9'"),
-    ("bad-inline-secret.yaml", "2: defaults.snmp.community: unknown key 'community': secrets are never written"),
-    ("bad-missing-secret-file.yaml", "2: defaults.snmp.community_file: secret file '/nonexistent/netwatch-community'"),
+    (
+        "bad-inline-secret.yaml",
+        "2: defaults.snmp.community: unknown key 'community': secrets are never written",
+    ),
+    (
+        "bad-missing-secret-file.yaml",
+        "2: defaults.snmp.community_file: secret file '/nonexistent/netwatch-community'",
+    ),
     ("bad-no-community.yaml", "4: devices[0].snmp: r1: SNMP v2c needs community_file"),
     ("bad-duration.yaml", "2: defaults.interval: invalid duration '30 seconds'"),
     ("bad-unknown-check.yaml", "4: devices[0].checks[0]: unknown check 'pnig' (did you mean 'ping'?)"),
@@ -74,7 +80,9 @@ def test_secret_never_appears_in_errors_or_repr(tmp_path: Path) -> None:
     assert snmp.community_file.get_secret_value() == "s3cr3t-community"
 
 
-def test_relative_secret_is_found_in_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_secret_is_found_in_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under systemd, a bare *_file name is read from $CREDENTIALS_DIRECTORY."""
     creds = tmp_path / "creds"
     creds.mkdir()
@@ -105,7 +113,12 @@ def test_span_ends_are_polled_with_link_and_lessee() -> None:
     ports = {p.name: p for p in inv.devices["sw1"].target.ports}
     assert ports["Gi1/0/1"].link == "span-1"
     assert ports["Gi1/0/1"].lessee == "univ"
-    assert inv.links["span-1"].tags() == {"link": "span-1", "site_a": "hq", "site_b": "park", "lessee": "univ"}
+    assert inv.links["span-1"].tags() == {
+        "link": "span-1",
+        "site_a": "hq",
+        "site_b": "park",
+        "lessee": "univ",
+    }
 
 
 def test_example_config_passes() -> None:

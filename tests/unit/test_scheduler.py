@@ -30,7 +30,7 @@ async def test_fixed_rate_does_not_drift() -> None:
     """Runs land on the grid start + phase + k*interval, however long each check takes."""
     probe = FakeProbe(delay=0.03)
     job = Job("d1", "ping", probe, interval=0.1, timeout=0.09)
-    seen, handler = collect()
+    _seen, handler = collect()
     start = asyncio.get_running_loop().time()
     await run_for(Scheduler([job], handler, start_at=start), 1.05)
     first = start + phase(job.name, 0.1)
@@ -43,12 +43,13 @@ async def test_start_is_staggered_across_the_interval() -> None:
     """Two hundred devices do not all fire at t=0: first runs spread over the interval."""
     probes = [FakeProbe() for _ in range(200)]
     jobs = [Job(f"dev{i}", "ping", p, interval=1.0, timeout=0.5) for i, p in enumerate(probes)]
-    seen, handler = collect()
+    _seen, handler = collect()
     start = asyncio.get_running_loop().time()
     await run_for(Scheduler(jobs, handler, start_at=start), 1.0)
     firsts = sorted(p.calls[0] - start for p in probes if p.calls)
     assert len(firsts) >= 190
-    assert firsts[0] < 0.1 and firsts[-1] > 0.9
+    assert firsts[0] < 0.1
+    assert firsts[-1] > 0.9
     # no tenth of the interval holds more than a quarter of the devices
     buckets = [sum(1 for t in firsts if i / 10 <= t < (i + 1) / 10) for i in range(10)]
     assert max(buckets) < 50, buckets
@@ -71,7 +72,10 @@ async def test_dead_device_never_delays_others_and_overruns_are_skipped() -> Non
     """A hanging device skips (and counts) its own overrun ticks; a fast one keeps its rate."""
     slow = FakeProbe(delay=10)
     fast = FakeProbe()
-    jobs = [Job("dead", "snmp", slow, interval=0.1, timeout=0.45), Job("ok", "ping", fast, interval=0.1, timeout=0.05)]
+    jobs = [
+        Job("dead", "snmp", slow, interval=0.1, timeout=0.45),
+        Job("ok", "ping", fast, interval=0.1, timeout=0.05),
+    ]
     seen, handler = collect()
     scheduler = Scheduler(jobs, handler, start_at=asyncio.get_running_loop().time())
     await run_for(scheduler, 1.0)
@@ -101,7 +105,9 @@ async def test_probe_crash_is_a_result_and_logged_once() -> None:
     probe = FakeProbe(raises=RuntimeError("boom"))
     seen, handler = collect()
     with structlog.testing.capture_logs() as logs:
-        await run_for(Scheduler([Job("d1", "snmp", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3)
+        await run_for(
+            Scheduler([Job("d1", "snmp", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3
+        )
     assert len(seen) >= 4
     assert {o.outcome.reason for o in seen} == {"error"}
     assert "RuntimeError: boom" in seen[0].outcome.detail
@@ -111,8 +117,11 @@ async def test_probe_crash_is_a_result_and_logged_once() -> None:
 async def test_cancellation_is_not_swallowed() -> None:
     """Cancelling the scheduler cancels checks in flight and the cancel propagates."""
     probe = FakeProbe(delay=10)
-    scheduler = Scheduler([Job("d1", "snmp", probe, interval=1.0, timeout=5.0)], lambda o: None,
-                          offset=lambda name, interval: 0.0)
+    scheduler = Scheduler(
+        [Job("d1", "snmp", probe, interval=1.0, timeout=5.0)],
+        lambda o: None,
+        offset=lambda name, interval: 0.0,
+    )
     task = asyncio.create_task(scheduler.run())
     await asyncio.sleep(0.1)
     assert probe.active == 1
@@ -131,6 +140,8 @@ async def test_failing_observation_handler_does_not_stop_polling() -> None:
         raise ValueError("sink broke")
 
     with structlog.testing.capture_logs() as logs:
-        await run_for(Scheduler([Job("d1", "ping", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3)
+        await run_for(
+            Scheduler([Job("d1", "ping", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3
+        )
     assert len(probe.calls) >= 4
     assert any(e["event"] == "observation_handler_failed" for e in logs)

@@ -18,9 +18,20 @@ def tracker() -> tuple[StateTracker, list[Sample]]:
     return StateTracker(load_config(GOOD).inventory, out.extend), out
 
 
-def obs(device: str, check: str, up: bool, reason: str = "ok", ports: dict[str, bool] | None = None) -> Observation:
-    return Observation(device, check, Outcome(up=up, reason=reason if not up else "ok",  # type: ignore[arg-type]
-                                              ports_up=ports or {}), 0, 0.01)
+def obs(
+    device: str, check: str, up: bool, reason: str = "ok", ports: dict[str, bool] | None = None
+) -> Observation:
+    return Observation(
+        device,
+        check,
+        Outcome(
+            up=up,
+            reason=reason if not up else "ok",  # type: ignore[arg-type]
+            ports_up=ports or {},
+        ),
+        0,
+        0.01,
+    )
 
 
 def last(samples: list[Sample], measurement: str) -> Sample:
@@ -51,7 +62,8 @@ def test_device_transitions_are_logged_once() -> None:
         t.observe(obs("ap1", "ping", True))
     events = [e["event"] for e in logs]
     assert events == ["device_down", "device_up"]
-    assert logs[0]["device"] == "ap1" and logs[0]["log_level"] == "warning"
+    assert logs[0]["device"] == "ap1"
+    assert logs[0]["log_level"] == "warning"
 
 
 def test_span_follows_its_end_ports_and_devices() -> None:
@@ -67,7 +79,8 @@ def test_span_follows_its_end_ports_and_devices() -> None:
     with structlog.testing.capture_logs() as logs:
         t.observe(obs("sw1", "snmp", True, ports={"Gi1/0/1": False}))
     assert dict(last(out, "link").fields) == {"up": 0, "state": "down"}
-    assert logs[-1]["event"] == "link_down" and "sw1:Gi1/0/1" in logs[-1]["why"]
+    assert logs[-1]["event"] == "link_down"
+    assert "sw1:Gi1/0/1" in logs[-1]["why"]
 
 
 def test_span_down_when_far_end_stops_answering() -> None:
