@@ -3,6 +3,7 @@
 import pytest
 
 from tests.servers.netns import test_host  # noqa: F401
+from tests.servers.snmpd import snmp_agent, snmpd_server  # noqa: F401
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
