@@ -1,12 +1,57 @@
-"""InfluxDB writer: v1 ``/write`` (InfluxDB 1.x, and 2.x/3.x compatibility) or v2 ``/api/v2/write``."""
+"""InfluxDB writer: v1 ``/write`` (InfluxDB 1.x, and 2.x/3.x compatibility) or v2 ``/api/v2/write``.
+
+``submit()`` is synchronous and cheap: it encodes samples to line protocol and appends the lines
+to a buffer. One background task takes batches (``batch_size`` points, or whatever waited
+``flush_interval``) and writes them; a batch leaves the buffer only when InfluxDB has answered.
+
+What happens to a write, by answer:
+
+=====================================  ==========================================================
+2xx                                    accepted; the batch leaves the buffer
+connection error, timeout, 5xx, 429    kept; retried with exponential backoff and jitter, never
+                                       sooner than ``Retry-After`` says
+401 / 403                              kept; logged once as an error; retried slowly
+404                                    kept; logged once ("create the database"); retried slowly
+413                                    the batch is split in two and each half written
+other 4xx (400: bad line, field type   rejected for good: logged once with InfluxDB's text and
+conflict, partial write)               counted (only the dropped points of a partial write)
+=====================================  ==========================================================
+
+Outages are logged when they start (``influx_write_failed``, once, not per retry) and when they
+end (``influx_recovered``). Secrets never reach the log: credentials are only revealed where
+they go on the wire.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import contextlib
+import email.utils
+import gzip
+import json
+import math
+import random
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
+import aiohttp
+import structlog
 from pydantic import Field, HttpUrl, model_validator
 
-from netwatch.configbase import Duration, SecretFile, Strict
+from netwatch import __version__
+from netwatch.configbase import Duration, SecretFile, Strict, reveal
+from netwatch.model import Sample
+from netwatch.sink.buffer import Batch, LineBuffer, MemoryBuffer
+from netwatch.sink.lineproto import LineEncoder
+
+log = structlog.get_logger(__name__)
 
 
 class InfluxConfig(Strict):
@@ -33,6 +78,10 @@ class InfluxConfig(Strict):
     max_buffer_points: int = Field(
         default=1_000_000, ge=1000, description="points held while InfluxDB is away; oldest dropped past it"
     )
+    retry_initial: Duration = Field(default=1.0, description="first wait before retrying a failed write")
+    retry_max: Duration = Field(
+        default=60.0, description="longest wait between retries (also the pace while credentials are refused)"
+    )
 
     @model_validator(mode="after")
     def _api_needs(self) -> InfluxConfig:
@@ -40,4 +89,599 @@ class InfluxConfig(Strict):
             raise ValueError("api v2 needs org and bucket")
         if (self.username_file is None) != (self.password_file is None):
             raise ValueError("username_file and password_file go together")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be at least retry_initial")
         return self
+
+
+#: The keys of :meth:`Sink.stats`: fields of the ``netwatch`` measurement (component=sink).
+STATS_KEYS = (
+    "points_collected",
+    "points_written",
+    "points_dropped",
+    "points_rejected",
+    "buffer_points",
+    "batches_written",
+    "batch_points_avg",
+    "write_latency_ms",
+    "write_errors",
+)
+
+
+class Sink(Protocol):
+    """Where samples go. The scheduler calls ``submit`` for every observation."""
+
+    def submit(self, samples: Iterable[Sample]) -> None:
+        """Accept samples; never block, never raise for a delivery problem."""
+        ...
+
+    def stats(self) -> dict[str, int | float]:
+        """Return counters for self-observation, keyed as :data:`STATS_KEYS`."""
+        ...
+
+
+class NullSink:
+    """The sink when no InfluxDB is configured: counts samples and discards them."""
+
+    def __init__(self) -> None:
+        self._collected = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def submit(self, samples: Iterable[Sample]) -> None:
+        self._collected += sum(1 for _ in samples)
+
+    def stats(self) -> dict[str, int | float]:
+        return {
+            "points_collected": self._collected,
+            "points_written": 0,
+            "points_dropped": self._collected,
+            "points_rejected": 0,
+            "buffer_points": 0,
+            "batches_written": 0,
+            "batch_points_avg": 0.0,
+            "write_latency_ms": 0.0,
+            "write_errors": 0,
+        }
+
+
+def open_sink(cfg: InfluxConfig | None, *, instance: str) -> AbstractAsyncContextManager[Sink]:
+    """Return the sink for this config: an :class:`InfluxSink`, or a :class:`NullSink` without one."""
+    if cfg is None:
+        return _open_null(instance)
+    return InfluxSink(cfg, instance=instance)
+
+
+@contextlib.asynccontextmanager
+async def _open_null(instance: str) -> AsyncIterator[Sink]:
+    log.info("sink_discarding", instance=instance, why="no influxdb section in the config")
+    async with NullSink() as sink:
+        yield sink
+
+
+# -- transports ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one write request came back with."""
+
+    #: HTTP status, or None when there was no answer (connection refused, timeout, TLS failure).
+    status: int | None
+    #: InfluxDB's error text, or the exception, for logs. Empty on success.
+    error: str = ""
+    #: Seconds the server asked us to wait (``Retry-After``), if it did.
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether InfluxDB accepted the write."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+class _Transport(Protocol):
+    async def prepare(self, lines: Sequence[str]) -> bytes: ...
+
+    async def write(self, body: bytes) -> WriteResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _join(lines: Sequence[str]) -> bytes:
+    return "\n".join(lines).encode("utf-8")
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _error_text(body: bytes | str | None, limit: int = 1000) -> str:
+    """Pull InfluxDB's message out of an error body (JSON ``error`` or ``message``, else text)."""
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        message = doc.get("error") or doc.get("message")
+        if isinstance(message, str):
+            text = message
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _ssl_context(cfg: InfluxConfig) -> ssl.SSLContext | Literal[False]:
+    if cfg.tls == "insecure":
+        return False
+    return ssl.create_default_context(cafile=cfg.ca_file)
+
+
+class _V1Transport:
+    """``POST {url}/write?db=&rp=&precision=ns`` with aiohttp; basic auth; optional gzip body."""
+
+    def __init__(self, cfg: InfluxConfig, *, user_agent: str) -> None:
+        self._gzip = cfg.gzip
+        self._url = str(cfg.url).rstrip("/") + "/write"
+        self._params = {"db": cfg.database, "precision": "ns"}
+        if cfg.retention_policy:
+            self._params["rp"] = cfg.retention_policy
+        auth = None
+        user, password = reveal(cfg.username_file), reveal(cfg.password_file)
+        if user is not None and password is not None:
+            auth = aiohttp.BasicAuth(user, password)
+        headers = {"User-Agent": user_agent, "Content-Type": "text/plain; charset=utf-8"}
+        if cfg.gzip:
+            headers["Content-Encoding"] = "gzip"
+        self._session = aiohttp.ClientSession(
+            auth=auth,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout),
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(cfg)),
+        )
+
+    async def prepare(self, lines: Sequence[str]) -> bytes:
+        body = _join(lines)
+        if not self._gzip:
+            return body
+        if len(body) < 256 * 1024:
+            return gzip.compress(body, compresslevel=1)
+        # zlib releases the GIL: a big batch is compressed off the event loop.
+        return await asyncio.to_thread(gzip.compress, body, 1)
+
+    async def write(self, body: bytes) -> WriteResult:
+        try:
+            async with self._session.post(self._url, params=self._params, data=body) as resp:
+                text = await resp.read()
+                if 200 <= resp.status < 300:
+                    return WriteResult(resp.status)
+                return WriteResult(
+                    resp.status,
+                    _error_text(text) or resp.headers.get("X-Influxdb-Error", "") or resp.reason or "",
+                    parse_retry_after(resp.headers.get("Retry-After")),
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return WriteResult(None, _describe(exc))
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class _V2Transport:
+    """``/api/v2/write`` through influxdb-client's async API (it gzips when asked)."""
+
+    def __init__(self, cfg: InfluxConfig, *, user_agent: str) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        token = reveal(cfg.token_file)
+        user, password = reveal(cfg.username_file), reveal(cfg.password_file)
+        if token is None and user is not None and password is not None:
+            token = f"{user}:{password}"  # InfluxDB 1.8+ compatibility API: "username:password"
+        self._bucket = cfg.bucket or ""
+        self._org = cfg.org or ""  # both checked by InfluxConfig for api v2
+        self._client = InfluxDBClientAsync(
+            url=str(cfg.url).rstrip("/"),
+            token=token or "",  # empty: no Authorization header
+            org=self._org,
+            timeout=int(cfg.timeout * 1000),
+            enable_gzip=cfg.gzip,
+            verify_ssl=cfg.tls == "verify",
+            ssl_ca_cert=cfg.ca_file,
+        )
+        self._client.api_client.user_agent = user_agent
+        self._write_api = self._client.write_api()
+
+    async def prepare(self, lines: Sequence[str]) -> bytes:
+        return _join(lines)
+
+    async def write(self, body: bytes) -> WriteResult:
+        from influxdb_client.rest import ApiException
+
+        try:
+            # One record of pre-encoded lines (the client would encode each line again otherwise);
+            # the client's default precision is ns, which is what the lines carry.
+            await self._write_api.write(bucket=self._bucket, org=self._org, record=body)
+        except ApiException as exc:
+            return WriteResult(
+                int(exc.status or 0) or None,
+                _error_text(exc.body) or str(exc.reason or ""),
+                parse_retry_after(exc.retry_after if isinstance(exc.retry_after, str) else None),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return WriteResult(None, _describe(exc))
+        return WriteResult(204)
+
+    async def aclose(self) -> None:
+        await self._client.close()  # type: ignore[no-untyped-call]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- the sink --------------------------------------------------------------------------------------
+
+_PARTIAL_DROPPED = re.compile(r"dropped=(\d+)")
+
+
+def rejected_points(error: str, points: int) -> int:
+    """Return how many points of a batch a 400 answer rejected.
+
+    InfluxDB 1.x writes the good points of a batch and says ``partial write: ... dropped=N``,
+    listing each line it could not parse as ``unable to parse '...'``. Any other 400 rejects the
+    whole batch.
+    """
+    if "partial write" not in error:
+        return points
+    match = _PARTIAL_DROPPED.search(error)
+    dropped = int(match.group(1)) if match else 0
+    return max(0, min(points, dropped + error.count("unable to parse")))
+
+
+@dataclass(slots=True)
+class _Outage:
+    kind: str
+    since: float
+    attempts: int = 0
+
+
+class InfluxSink:
+    """Batch samples to InfluxDB from a background task; an async context manager.
+
+    ``close_timeout`` bounds ``__aexit__``: what can be written within it is written, the rest
+    is counted as dropped (a durable buffer keeps it instead).
+    """
+
+    def __init__(
+        self,
+        cfg: InfluxConfig,
+        *,
+        instance: str = "netwatch",
+        buffer: LineBuffer | None = None,
+        encoder: LineEncoder | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self._cfg = cfg
+        self._instance = instance
+        self._buffer: LineBuffer = (
+            buffer if buffer is not None else MemoryBuffer(max_points=cfg.max_buffer_points)
+        )
+        self._encoder = encoder if encoder is not None else LineEncoder()
+        self._close_timeout = close_timeout
+        self._log = log.bind(instance=instance, url=_url_for_logs(cfg.url), api=cfg.api)
+        self._transport: _Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._closed = False
+        self._first_at: float | None = None  # monotonic time the oldest unwritten point arrived
+        self._outage: _Outage | None = None
+        self._buffer_full_logged = False
+        # counters
+        self._extra_collected = 0  # samples submitted after close (not encoded)
+        self._written = 0
+        self._rejected = 0
+        self._lost_at_close = 0
+        self._batches = 0
+        self._errors = 0
+        self._latency_ms = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        agent = f"netwatch/{__version__} ({self._instance})"
+        if self._cfg.api == "v1":
+            self._transport = _V1Transport(self._cfg, user_agent=agent)
+        else:
+            self._transport = _V2Transport(self._cfg, user_agent=agent)
+        self._task = asyncio.create_task(self._run(), name="influx-writer")
+        if self._buffer.waiting:  # a durable buffer may come back with points
+            self._first_at = time.monotonic()
+            self._wake.set()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write what can be written within ``close_timeout``, then stop."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        task = self._task
+        try:
+            if task is not None:
+                done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
+                if not done:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                elif not task.cancelled() and (crash := task.exception()) is not None:
+                    self._log.error("influx_writer_crashed", error=_describe(crash))
+        finally:
+            self._closed = True
+            left = len(self._buffer)
+            if left:
+                if self._buffer.durable:
+                    self._log.info("influx_unflushed_kept", points=left)
+                else:
+                    self._lost_at_close = left
+                    self._log.warning(
+                        "influx_unflushed_dropped",
+                        points=left,
+                        close_timeout_s=self._close_timeout,
+                        why="InfluxDB did not take them before shutdown; the buffer is in memory",
+                    )
+            await self._buffer.aclose()
+            if self._transport is not None:
+                await self._transport.aclose()
+
+    # -- the scheduler's side ---------------------------------------------------------------------
+
+    def submit(self, samples: Iterable[Sample]) -> None:
+        """Encode samples and queue them for writing; cheap, never blocks, never raises."""
+        if self._closed:
+            n = sum(1 for _ in samples)
+            self._extra_collected += n
+            self._log.warning("influx_submit_after_close", points=n)
+            return
+        lines = self._encoder.encode_many(samples)
+        if not lines:
+            return
+        buffer = self._buffer
+        dropped_before = buffer.dropped
+        buffer.append(lines)
+        if buffer.dropped != dropped_before and not self._buffer_full_logged:
+            self._buffer_full_logged = True
+            self._log.error(
+                "influx_buffer_full",
+                max_buffer_points=self._cfg.max_buffer_points,
+                why="InfluxDB has not taken points for a while; the oldest are being dropped",
+            )
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+            self._wake.set()
+        elif buffer.waiting >= self._cfg.batch_size:
+            self._wake.set()
+
+    def stats(self) -> dict[str, int | float]:
+        """Return the sink's counters (fields of the ``netwatch`` measurement, component=sink).
+
+        ``points_collected == points_written + points_rejected + points_dropped + buffer_points``.
+        """
+        enc = self._encoder.stats
+        dropped = enc.points_dropped + self._buffer.dropped + self._lost_at_close + self._extra_collected
+        return {
+            "points_collected": enc.samples + self._extra_collected,
+            "points_written": self._written,
+            "points_dropped": dropped,
+            "points_rejected": self._rejected,
+            "buffer_points": len(self._buffer) - self._lost_at_close,
+            "batches_written": self._batches,
+            "batch_points_avg": self._written / self._batches if self._batches else 0.0,
+            "write_latency_ms": self._latency_ms,
+            "write_errors": self._errors,
+        }
+
+    # -- the writer task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        cfg = self._cfg
+        buffer = self._buffer
+        while True:
+            if buffer.waiting == 0:
+                self._first_at = None
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            first_at = self._first_at if self._first_at is not None else time.monotonic()
+            self._first_at = first_at
+            due_in = first_at + cfg.flush_interval - time.monotonic()
+            if not self._closing and buffer.waiting < cfg.batch_size and due_in > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(due_in):
+                        await self._wake.wait()
+                continue
+            # Full batches always; the rest too once it is due (or we are closing).
+            while buffer.waiting:
+                due = self._closing or time.monotonic() >= first_at + cfg.flush_interval
+                if buffer.waiting < cfg.batch_size and not due:
+                    break
+                batch = await buffer.take(cfg.batch_size)
+                if batch is None:
+                    break
+                await self._deliver(batch)
+            # What is left (less than a batch, not yet due) arrived after first_at: keep that.
+            self._first_at = None if buffer.waiting == 0 else first_at
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Write one batch until InfluxDB is done with it; give it back if we are cancelled."""
+        try:
+            written, rejected = await self._send(batch.lines)
+        except asyncio.CancelledError:
+            await self._buffer.requeue(batch)
+            raise
+        await self._buffer.ack(batch)
+        self._written += written
+        self._rejected += rejected
+        self._batches += 1
+
+    async def _send(self, lines: Sequence[str]) -> tuple[int, int]:
+        """Write lines, retrying as the answer asks; return (written, rejected) points."""
+        assert self._transport is not None
+        body = await self._transport.prepare(lines)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            result = await self._transport.write(body)
+            status = result.status
+            if result.ok:
+                self._latency_ms = (time.monotonic() - started) * 1000.0
+                self._recovered()
+                if len(self._buffer) <= self._cfg.max_buffer_points // 2:
+                    self._buffer_full_logged = False
+                return len(lines), 0
+            self._errors += 1
+            if status == 413 and len(lines) > 1:
+                half = len(lines) // 2
+                self._log.warning("influx_batch_too_large", points=len(lines), action="splitting in two")
+                w1, r1 = await self._send(lines[:half])
+                w2, r2 = await self._send(lines[half:])
+                return w1 + w2, r1 + r2
+            if status is not None and 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+                # The server got it and will never take it: retrying would loop forever.
+                self._recovered()
+                rejected = rejected_points(result.error, len(lines))
+                self._log.error(
+                    "influx_points_rejected",
+                    status=status,
+                    error=result.error,
+                    points=rejected,
+                    batch_points=len(lines),
+                )
+                return len(lines) - rejected, rejected
+            kind = _failure_kind(status)
+            self._failed(kind, result)
+            delay = self._retry_delay(kind, attempt, result.retry_after)
+            attempt += 1
+            self._log.debug("influx_write_retry", reason=kind, status=status, delay_s=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, kind: str, attempt: int, retry_after: float | None) -> float:
+        cfg = self._cfg
+        if kind in ("auth", "database_not_found"):
+            # Someone has to fix the server side; knocking every second helps nobody.
+            backoff = cfg.retry_max
+        else:
+            backoff = min(cfg.retry_max, cfg.retry_initial * 2.0 ** min(attempt, 30))
+        delay = backoff / 2 + random.uniform(0, backoff / 2)  # "equal jitter": spread, never ~0
+        return max(delay, retry_after or 0.0)
+
+    def _failed(self, kind: str, result: WriteResult) -> None:
+        outage = self._outage
+        if outage is not None:
+            outage.attempts += 1
+            if outage.kind == kind:
+                return  # once per outage, not per retry
+            outage.kind = kind  # a new kind of failure is news: log it
+        else:
+            self._outage = _Outage(kind, time.monotonic(), 1)
+        event = {
+            "reason": kind,
+            "status": result.status,
+            "error": result.error,
+            "buffer_points": len(self._buffer),
+            "action": "keeping the points and retrying",
+        }
+        if kind == "auth":
+            self._log.error(
+                "influx_write_failed",
+                **event,
+                hint="InfluxDB refused the credentials: check username_file/password_file or token_file "
+                "and the user's WRITE privilege on the database",
+            )
+        elif kind == "database_not_found":
+            hint = (
+                f"create the database: influx -execute 'CREATE DATABASE \"{self._cfg.database}\"'"
+                if self._cfg.api == "v1"
+                else "create the bucket (and check org); InfluxDB before 1.8 has no /api/v2/write: use v1"
+            )
+            self._log.error("influx_write_failed", **event, hint=hint)
+        else:
+            self._log.warning("influx_write_failed", **event)
+
+    def _recovered(self) -> None:
+        outage = self._outage
+        if outage is None:
+            return
+        self._outage = None
+        self._log.info(
+            "influx_recovered",
+            outage_s=round(time.monotonic() - outage.since, 3),
+            failed_attempts=outage.attempts,
+            buffer_points=len(self._buffer),
+        )
+
+
+def _failure_kind(status: int | None) -> str:
+    if status is None:
+        return "unreachable"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "database_not_found"
+    if status == 429:
+        return "throttled"
+    if status == 408:
+        return "timeout"
+    return "server_error"
+
+
+def _url_for_logs(url: HttpUrl) -> str:
+    """Return the URL without any user:password part."""
+    host = url.host or ""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{host}{port}{url.path or ''}".rstrip("/")
+
+
+__all__ = [
+    "STATS_KEYS",
+    "InfluxConfig",
+    "InfluxSink",
+    "NullSink",
+    "Sink",
+    "WriteResult",
+    "open_sink",
+    "parse_retry_after",
+    "rejected_points",
+]
