@@ -190,11 +190,14 @@ _PROTOCOL_INDICATIONS: Final = (
     errind.UnknownPDUHandler,
     errind.UnsupportedPDUtype,
     errind.OidNotIncreasing,
+    errind.ReportPduReceived,  # a report that is not about USM (e.g. snmpUnknownContexts)
 )
 
 #: Walks stop after this many rows per column: a runaway agent must not hold a poll forever.
 MAX_WALK_ROWS: Final = 20_000
 MAX_REPETITIONS: Final = 25
+#: A port whose ifIndex stopped answering triggers discovery, but not more often than this.
+VANISHED_RETRY_S: Final = 60.0
 
 
 class _Failure(Exception):
@@ -340,6 +343,20 @@ def _as_text(value: Any) -> str | None:
     return bytes(value.asOctets()).decode("utf-8", errors="replace")
 
 
+def _integer(values: dict[Oid, Any], oid: Oid, what: str) -> int | None:
+    """Return the integer value at ``oid``; None if the agent has no such object or instance.
+
+    Any other type where the MIB says integer is an agent we cannot read: a protocol failure.
+    """
+    value = values.get(oid)
+    if _missing(value):
+        return None
+    number = _as_int(value)
+    if number is None:
+        raise _Failure("protocol", f"{what} ({_fmt(oid)}) is {type(value).__name__}, not an integer")
+    return number
+
+
 def _missing(value: Any) -> bool:
     return value is None or isinstance(value, NoSuchObject | NoSuchInstance | EndOfMibView)
 
@@ -402,10 +419,10 @@ class SnmpProbe:
                 tags["lessee"] = ref.lessee
             self._port_tags[ref.name] = tags
         # Discovery results
-        self._ports: dict[str, _Port] | None = None
+        self._ports: dict[str, _Port] = {}
         self._sensors: list[Sensor] = []
         self._missing: tuple[str, ...] = ()
-        self._discovered_at = 0.0
+        self._discovered_at: float | None = None
         # The previous poll, the base for rates
         self._prev_uptime: int | None = None
         self._prev_at: float | None = None
@@ -424,7 +441,7 @@ class SnmpProbe:
 
     async def _poll(self) -> Outcome:
         discovered = False
-        if self._ports is None or time.monotonic() - self._discovered_at >= self._cfg.rediscover:
+        if self._discovered_at is None or time.monotonic() - self._discovered_at >= self._cfg.rediscover:
             await self._discover()
             discovered = True
         values, at, ts = await self._read()
@@ -432,7 +449,9 @@ class SnmpProbe:
         rebooted = False
         if self._prev_uptime is not None and self._prev_at is not None:
             rebooted = uptime_reset(self._prev_uptime, uptime, at - self._prev_at)
-        vanished = self._vanished(values)
+        vanished = (
+            self._vanished(values) and time.monotonic() - (self._discovered_at or 0) >= VANISHED_RETRY_S
+        )
         if (rebooted or vanished) and not discovered:
             # After a reboot or a line-card swap, ifIndex values may have moved: look again.
             await self._discover()
@@ -445,7 +464,6 @@ class SnmpProbe:
         ]
         elapsed = None if self._prev_at is None or rebooted else at - self._prev_at
         ports_up: dict[str, bool] = {}
-        assert self._ports is not None
         for name, port in self._ports.items():
             sample = self._interface_sample(port, values, elapsed, ts)
             if sample is not None:
@@ -460,16 +478,13 @@ class SnmpProbe:
         return Outcome(up=True, reason="ok", detail=detail, samples=tuple(samples), ports_up=ports_up)
 
     def _uptime(self, values: dict[Oid, Any]) -> int:
-        ticks = _as_int(values.get(SYS_UPTIME))
+        ticks = _integer(values, SYS_UPTIME, "sysUpTime.0")
         if ticks is None:
-            raise _Failure(
-                "protocol", f"sysUpTime.0 answered {_describe(values.get(SYS_UPTIME))}, not TimeTicks"
-            )
+            raise _Failure("protocol", "the agent has no sysUpTime.0")
         return ticks
 
     def _vanished(self, values: dict[Oid, Any]) -> bool:
         """Tell whether a discovered port's ifIndex stopped answering ifOperStatus."""
-        assert self._ports is not None
         return any(_missing(values.get((*IF_OPER_STATUS, p.if_index))) for p in self._ports.values())
 
     async def _read(self) -> tuple[dict[Oid, Any], float, int]:
@@ -478,7 +493,6 @@ class SnmpProbe:
         A port whose ifHC* or ifHighSpeed does not exist (noSuchObject/noSuchInstance) switches
         to the 32-bit counters or ifSpeed for good (until the next discovery), fetched at once.
         """
-        assert self._ports is not None
         oids: list[Oid] = [SYS_UPTIME]
         for port in self._ports.values():
             oids.extend(port.oids().values())
@@ -510,11 +524,11 @@ class SnmpProbe:
     ) -> Sample | None:
         oids = port.oids()
         name = port.ref.name
-        oper = _as_int(values.get(oids["oper"]))
-        admin = _as_int(values.get(oids["admin"]))
+        oper = _integer(values, oids["oper"], "ifOperStatus")
+        admin = _integer(values, oids["admin"], "ifAdminStatus")
         if oper is None or admin is None:
             return None
-        raw_speed = _as_int(values.get(oids["speed"])) or 0
+        raw_speed = _integer(values, oids["speed"], "ifSpeed") or 0
         speed_bps = raw_speed * 1_000_000 if port.high_speed else raw_speed
         fields: dict[str, FieldValue] = {
             "oper_up": int(oper == IF_STATUS_UP),
@@ -523,12 +537,15 @@ class SnmpProbe:
         }
         current: dict[str, Reading] = {}
         for key in ("in_octets", "out_octets", "in_errors", "out_errors", "in_discards", "out_discards"):
-            value = values.get(oids[key])
-            number = _as_int(value)
+            number = _integer(values, oids[key], key)
             if number is not None:
-                current[key] = Reading(number, _width(value))
+                current[key] = Reading(number, _width(values[oids[key]]))
         history = self._history.setdefault(name, _PortHistory())
-        discontinuity = _as_int(values.get(oids["discontinuity"])) if "discontinuity" in oids else None
+        discontinuity = (
+            _integer(values, oids["discontinuity"], "ifCounterDiscontinuityTime")
+            if "discontinuity" in oids
+            else None
+        )
         comparable = (
             elapsed is not None
             and history.readings
@@ -573,8 +590,8 @@ class SnmpProbe:
         """One optics sample per port with sensors; lanes of one field keep the worst reading."""
         per_port: dict[str, dict[str, float]] = {}
         for sensor in self._sensors:
-            status = _as_int(values.get((*ENT_SENSOR_OPER_STATUS, sensor.index)))
-            raw = _as_int(values.get((*ENT_SENSOR_VALUE, sensor.index)))
+            status = _integer(values, (*ENT_SENSOR_OPER_STATUS, sensor.index), "entPhySensorOperStatus")
+            raw = _integer(values, (*ENT_SENSOR_VALUE, sensor.index), "entPhySensorValue")
             if raw is None or status != SENSOR_OK:
                 continue
             reading = sensor_value(sensor, raw)
@@ -596,7 +613,11 @@ class SnmpProbe:
     # -- discovery -------------------------------------------------------------------------
 
     async def _discover(self) -> None:
-        """Find the ifIndex of each configured port, and the optics sensors that belong to them."""
+        """Find the ifIndex of each configured port, and the optics sensors that belong to them.
+
+        Nothing changes unless discovery completes: a timeout half-way keeps the previous map
+        and the next poll tries again.
+        """
         wanted = [ref.name for ref in self._target.ports]
         found: dict[str, int] = {}
         if wanted:
@@ -608,15 +629,16 @@ class SnmpProbe:
                 by_descr = _index_by_text(descrs)
                 found |= {n: by_descr[n] for n in wanted if n not in found and n in by_descr}
         refs = {ref.name: ref for ref in self._target.ports}
-        prior = self._ports or {}
-        self._ports = {}
-        for name in wanted:
-            if name not in found:
-                continue
-            old = prior.get(name)
-            if old is not None and old.if_index != found[name]:
-                self._history.pop(name, None)  # a new ifIndex is another counter
-            self._ports[name] = _Port(refs[name], found[name])
+        ports: dict[str, _Port] = {}
+        for name, if_index in sorted(found.items(), key=lambda item: wanted.index(item[0])):
+            known = self._ports.get(name)
+            # Same ifIndex: keep what we learned (32-bit only, no ifHighSpeed) to save a round trip.
+            ports[name] = known if known and known.if_index == if_index else _Port(refs[name], if_index)
+        sensors = await self._discover_sensors(ports) if self._cfg.optics and ports else []
+
+        for name, port in self._ports.items():
+            if name not in ports or ports[name].if_index != port.if_index:
+                self._history.pop(name, None)  # another ifIndex is another set of counters
         missing = tuple(n for n in wanted if n not in found)
         if missing and missing != self._missing:
             log.warning(
@@ -627,12 +649,10 @@ class SnmpProbe:
             )
         elif self._missing and not missing:
             log.info("snmp_ports_found", device=self._target.device, ports=list(self._missing))
-        self._missing = missing
-        self._sensors = await self._discover_sensors() if self._cfg.optics and self._ports else []
+        self._ports, self._sensors, self._missing = ports, sensors, missing
         self._discovered_at = time.monotonic()
 
-    async def _discover_sensors(self) -> list[Sensor]:
-        assert self._ports is not None
+    async def _discover_sensors(self, ports: dict[str, _Port]) -> list[Sensor]:
         types, scales, precisions = await self._walk(
             [ENT_SENSOR_TYPE, ENT_SENSOR_SCALE, ENT_SENSOR_PRECISION]
         )
@@ -658,7 +678,7 @@ class SnmpProbe:
                 if len(target) == len(IF_INDEX) + 1 and target[: len(IF_INDEX)] == IF_INDEX and index:
                     alias_if.setdefault(index[0], target[-1])
         return map_sensors(
-            {p.if_index: name for name, p in self._ports.items()},
+            {p.if_index: name for name, p in ports.items()},
             sensor_types,
             {i[0]: t for i, v in names.items() if len(i) == 1 and (t := _as_text(v)) is not None},
             {i[0]: t for i, v in descrs.items() if len(i) == 1 and (t := _as_text(v)) is not None},
@@ -770,6 +790,9 @@ class SnmpProbe:
             raise _Failure("error", f"pysnmp: {type(exc).__name__}: {exc}") from None
         except PyAsn1Error as exc:
             raise _Failure("protocol", f"cannot decode the response: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            # The socket itself failed (no route, no source address); not a silent timeout.
+            raise _Failure("unreachable", f"cannot send to {self._target.address}: {exc}") from None
         error_indication, error_status, error_index, result = reply
         if error_indication:
             raise self._indication_failure(error_indication)
@@ -810,7 +833,7 @@ class SnmpProbe:
                 f"SNMPv3 credentials problem for user {cfg.user!r}: {text} "
                 f"(check user, auth/priv protocols and keys)",
             )
-        if isinstance(indication, _PROTOCOL_INDICATIONS | errind.ReportPduReceived):
+        if isinstance(indication, _PROTOCOL_INDICATIONS):
             return _Failure("protocol", f"bad SNMP response: {text}")
         if isinstance(indication, errind.EncryptionError):
             return _Failure("error", f"{text}: SNMPv3 privacy needs the Python package 'cryptography'")
@@ -837,12 +860,6 @@ def _index_by_text(column: dict[Oid, Any]) -> dict[str, int]:
 
 def _fmt(oid: Iterable[int]) -> str:
     return ".".join(str(part) for part in oid)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return type(value).__name__
 
 
 def build(target: Target, cfg: SnmpConfig, resources: ProbeResources) -> Probe:
