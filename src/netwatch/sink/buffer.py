@@ -76,10 +76,10 @@ class LineBuffer(Protocol):
 class MemoryBuffer:
     """A bounded in-memory FIFO of lines; what it holds is lost when the process stops.
 
-    The cap counts waiting and taken points together. A taken batch is never cut: if taken
-    batches alone fill the cap, new lines are still accepted (the overshoot is at most the size
-    of the batches in flight) and the cap is enforced again when a batch comes back by requeue,
-    dropping the oldest lines, which are then that batch's.
+    A batch in flight is never cut (InfluxDB may be taking it right now), so ``append`` bounds
+    the waiting lines by the cap and the batches in flight come on top of it. When a batch comes
+    back by ``requeue`` the cap applies to everything held again, dropping the oldest lines
+    first, which are then that batch's. Memory is bounded by ``max_points`` plus one batch.
     """
 
     durable = False
@@ -96,7 +96,7 @@ class MemoryBuffer:
 
     def append(self, lines: Sequence[str]) -> None:
         self._waiting.extend(lines)
-        self._trim()
+        self._trim(len(self._waiting) - self._cap)
 
     async def take(self, max_points: int) -> Batch | None:
         waiting = self._waiting
@@ -118,7 +118,7 @@ class MemoryBuffer:
         del self._taken[batch.seq]
         self._taken_points -= len(batch)
         self._waiting.extendleft(reversed(batch.lines))
-        self._trim()
+        self._trim(len(self._waiting) + self._taken_points - self._cap)
 
     async def aclose(self) -> None:
         return None
@@ -134,9 +134,10 @@ class MemoryBuffer:
     def dropped(self) -> int:
         return self._dropped
 
-    def _trim(self) -> None:
+    def _trim(self, over: int) -> None:
+        """Drop the ``over`` oldest waiting lines (fewer if fewer wait) and count them."""
         waiting = self._waiting
-        over = min(len(waiting) + self._taken_points - self._cap, len(waiting))
+        over = min(over, len(waiting))
         if over > 0:
             popleft = waiting.popleft
             for _ in range(over):

@@ -25,6 +25,7 @@ they go on the wire.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.utils
 import gzip
@@ -249,15 +250,15 @@ class _V1Transport:
         self._params = {"db": cfg.database, "precision": "ns"}
         if cfg.retention_policy:
             self._params["rp"] = cfg.retention_policy
-        auth = None
+        headers = {"User-Agent": user_agent, "Content-Type": "text/plain; charset=utf-8"}
         user, password = reveal(cfg.username_file), reveal(cfg.password_file)
         if user is not None and password is not None:
-            auth = aiohttp.BasicAuth(user, password)
-        headers = {"User-Agent": user_agent, "Content-Type": "text/plain; charset=utf-8"}
+            # Basic auth in a header, not u=/p= in the query string, which proxies tend to log.
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
         if cfg.gzip:
             headers["Content-Encoding"] = "gzip"
         self._session = aiohttp.ClientSession(
-            auth=auth,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=cfg.timeout),
             connector=aiohttp.TCPConnector(ssl=_ssl_context(cfg)),
