@@ -709,11 +709,17 @@ class SnmpProbe:
         return vb
 
     async def _get(self, oids: Sequence[Oid]) -> dict[Oid, Any]:
-        """GET ``oids`` in requests of at most ``max_oids_per_request``, halving on tooBig."""
+        """GET ``oids`` in requests of at most ``max_oids_per_request``, halving on tooBig.
+
+        Requests are evened out (81 OIDs at 40 per request go as 27 + 27 + 27, not 40 + 40 + 1)
+        so that no response is needlessly close to the size limit.
+        """
         values: dict[Oid, Any] = {}
         pos = 0
         while pos < len(oids):
-            chunk = oids[pos : pos + self._chunk]
+            left = len(oids) - pos
+            requests = -(-left // self._chunk)
+            chunk = oids[pos : pos + -(-left // requests)]
             try:
                 reply = await self._request("GET", chunk)
             except _TooBig:
