@@ -308,6 +308,18 @@ async def test_v3_wrong_auth_key_is_reason_auth(
     assert "not-the-right-key" not in outcome.detail
 
 
+async def test_v3_wrong_privacy_key_times_out_naming_the_keys(
+    snmp_agent: SnmpServer, resources: ProbeResources, tmp_path: Any
+) -> None:
+    """net-snmp drops a request it cannot decrypt without a report: timeout, and the hint says so."""
+    wrong = tmp_path / "wrong-priv.key"
+    wrong.write_text("not-the-priv-key\n")
+    cfg = v3(snmp_agent, SHA2_AES_USERS[1], priv_key_file=str(wrong), timeout=0.3)
+    outcome = await build(TARGET, cfg, resources).check()
+    assert (outcome.up, outcome.reason) == (False, "timeout")
+    assert "privacy key" in outcome.detail
+
+
 async def test_v3_unknown_user_is_reason_auth(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """A user the agent does not know (usmStatsUnknownUserNames) is reason auth."""
     cfg = v3(snmp_agent, SHA2_AES_USERS[0], user="nobody-here")

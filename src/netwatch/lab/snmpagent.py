@@ -43,8 +43,9 @@ State file (every key optional)::
 
 snmpd runs one copy of this script per registered subtree (:func:`snmpd_conf_lines`) and must
 not initialise its own modules for those subtrees (:data:`SNMPD_EXCLUDE`, passed as
-``snmpd -I -system_mib,ifTable,...``): with Debian's snmpd 5.9.3, both registering would leave
-snmpd's own interfaces in the answers.
+``snmpd -I -system_mib,ifTable,ifXTable,interface``). With Debian's snmpd 5.9.3 that is what
+works: ``pass_persist -p 1`` on the parent subtree does not win, because snmpd's modules
+register the more specific subtrees (ifTable, ifXTable) and the host's interfaces still answer.
 
 This file uses only the standard library and runs with any python3 >= 3.7, so snmpd can start it
 with the system interpreter: ``python3 snmpagent.py --state FILE [ROOT ...]``.
