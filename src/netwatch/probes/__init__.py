@@ -24,7 +24,7 @@ class ProbeKind:
 
 REGISTRY: dict[str, ProbeKind] = {
     "ping": ProbeKind(ping.PingConfig, ping.build),
-    "snmp": ProbeKind(snmp.SnmpConfig, lambda t, c, r: snmp.build(t, c, r)),  # TEMP until snmp.build lands
+    "snmp": ProbeKind(snmp.SnmpConfig, snmp.build),
 }
 
 __all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]
