@@ -7,6 +7,7 @@ internals are not faked. Everything that needs a real agent is in tests/integrat
 from __future__ import annotations
 
 import bisect
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from pysnmp.hlapi.v3arch.asyncio import auth as usm
 from pysnmp.proto import errind, rfc1902
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance
 
+from netwatch.lab import snmpagent
 from netwatch.model import PortRef, Target
 from netwatch.probes import snmp
 from netwatch.probes.base import ProbeResources
@@ -304,3 +306,43 @@ def test_timeout_detail_names_the_credential_to_check() -> None:
     assert isinstance(v3, snmp._Failure)
     assert "'nw'" in v3.detail
     assert "privacy key" in v3.detail
+
+
+# -- the lab agent's pass_persist protocol (what snmpd sees) -------------------------------
+
+
+def test_lab_agent_speaks_pass_persist(tmp_path: Any) -> None:
+    """PING/PONG, get, getnext (leaving its subtree gives NONE), set is not-writable, Counter64 wraps."""
+    state = tmp_path / "s.json"
+    snmpagent.write_state(
+        state,
+        {
+            "epoch": 1000.0,
+            "system": {"uptime_s": 5},
+            "interfaces": [{"index": 3, "name": "ge-0/0/3", "in_octets": 2**64 - 2, "in_octets_per_s": 1.0}],
+        },
+    )
+    agent = snmpagent.Agent(state, [(1, 3, 6, 1, 2, 1, 31)], clock=lambda: 1010.0)
+    commands = (
+        "PING\n"
+        "get\n.1.3.6.1.2.1.31.1.1.1.6.3\n"  # ifHCInOctets.3: 2**64 - 2 + 10 s x 1/s, wrapped
+        "getnext\n.1.3.6.1.2.1.31\n"  # first OID of the subtree: ifName.3
+        "get\n.1.3.6.1.2.1.1.3.0\n"  # sysUpTime is outside this process's subtree
+        "getnext\n.1.3.6.1.2.1.31.1.1.1.19.3\n"  # last OID: nothing after it here
+        "set\n.1.3.6.1.2.1.31.1.1.1.18.3\nstring x\n"
+        "\n"
+    )
+    out = io.StringIO()
+    snmpagent.serve(agent, io.StringIO(commands), out)
+    assert out.getvalue().splitlines() == [
+        "PONG",
+        ".1.3.6.1.2.1.31.1.1.1.6.3",
+        "counter64",
+        "8",
+        ".1.3.6.1.2.1.31.1.1.1.1.3",
+        "string",
+        "ge-0/0/3",
+        "NONE",
+        "NONE",
+        "not-writable",
+    ]
