@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from netwatch.contract import CONTRACT
 from netwatch.model import Outcome, PortRef, Sample, Target
 from netwatch.probes.base import Probe, ProbeResources
 from netwatch.probes.snmp import SnmpConfig, build
-from tests.servers.common import free_port
+from tests.servers import snmpd as snmpd_fixture
+from tests.servers.common import free_port, stop
 from tests.servers.snmpd import SHA2_AES_USERS, V3_USERS, SnmpServer, V3User
 
 PORTS = (
@@ -414,3 +416,26 @@ async def test_cancellation_is_not_swallowed(snmp_agent: SnmpServer, resources: 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_same_v3_user_with_different_keys_on_two_agents(
+    snmp_agent: SnmpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: ProbeResources
+) -> None:
+    """Two devices with the same v3 user name but different keys, polled at once, both succeed.
+
+    pysnmp keeps users per engine by name until it knows the agent's engine id, so sharing one
+    engine would let one device's keys overwrite the other's mid-request.
+    """
+    monkeypatch.setattr(snmpd_fixture, "AUTH_KEY", "other-auth-key-89")
+    monkeypatch.setattr(snmpd_fixture, "PRIV_KEY", "other-priv-key-12")
+    other = snmpd_fixture.start_snmpd(tmp_path / "other")
+    try:
+        account = next(u for u in SHA2_AES_USERS if u.auth == "SHA256" and u.priv == "AES256")
+        first = build(TARGET, v3(snmp_agent, account), resources)
+        second = build(TARGET, v3(other, account), resources)
+        for _ in range(3):
+            outcomes = await asyncio.gather(first.check(), second.check())
+            assert [o.reason for o in outcomes] == ["ok", "ok"], [o.detail for o in outcomes]
+        assert len([k for k in resources.shared if k.startswith("snmp_engine")]) == 2
+    finally:
+        stop(other.proc)

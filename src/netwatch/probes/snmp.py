@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -365,12 +366,33 @@ def _width(value: Any) -> Literal[32, 64]:
     return 64 if isinstance(value, rfc1902.Counter64) else 32
 
 
-def _engine(resources: ProbeResources) -> Any:
-    """Return the daemon's one SnmpEngine, creating it (and its closer) on first use."""
-    engine = resources.shared.get("snmp_engine")
+def _engine(resources: ProbeResources, cfg: SnmpConfig) -> Any:
+    """Return the SnmpEngine for this config, creating it (and its closer) on first use.
+
+    v2c devices and v3 devices with the same credentials share one engine. pysnmp keeps USM users
+    per engine by (user name, agent engine id) and, without a known engine id, by name alone: two
+    devices with the same v3 user name but different keys on one engine would overwrite each
+    other's keys mid-request. So each distinct v3 credential set gets its own engine (a city has
+    a handful), keyed by a digest so that no secret is held as a dict key in clear.
+    """
+    key = "snmp_engine"
+    if cfg.version == "3":
+        material = "\0".join(
+            str(x)
+            for x in (
+                cfg.user,
+                cfg.security_level,
+                cfg.auth_protocol,
+                reveal(cfg.auth_key_file),
+                cfg.priv_protocol,
+                reveal(cfg.priv_key_file),
+            )
+        )
+        key = "snmp_engine/v3/" + hashlib.sha256(material.encode()).hexdigest()[:16]
+    engine = resources.shared.get(key)
     if engine is None:
         engine = SnmpEngine()
-        resources.shared["snmp_engine"] = engine
+        resources.shared[key] = engine
         resources.closers.append(engine.close_dispatcher)
     return engine
 
@@ -776,7 +798,7 @@ class SnmpProbe:
     async def _request(self, op: Literal["GET", "GETBULK"], oids: Sequence[Oid], reps: int = 0) -> list[Any]:
         """Send one request; return its varbinds or raise _Failure/_TooBig."""
         transport = await self._target_transport()
-        engine = _engine(self._resources)
+        engine = _engine(self._resources, self._cfg)
         varbinds = [self._varbind(oid) for oid in oids]
         try:
             if op == "GET":
