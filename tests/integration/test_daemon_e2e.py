@@ -119,7 +119,7 @@ def test_daemon_writes_the_backbone_to_influxdb(
     SIGTERM exits 0."""
     snmp_agent.rebase()
     snmp_agent.iface("xe-0/0/1").update(in_octets_per_s=125_000_000, out_octets_per_s=12_500_000)
-    snmp_agent.iface("xe-0/0/2").update(in_octets_per_s=1_250_000, in_errors_per_s=2)
+    snmp_agent.iface("xe-0/0/2").update(in_octets_per_s=1_250_000, in_errors_per_s=50)
     snmp_agent.write()
     config = tmp_path / "netwatch.yaml"
     write_config(config, influxd.url, e2e_db, snmp_agent)
@@ -143,7 +143,7 @@ def test_daemon_writes_the_backbone_to_influxdb(
     # The v3 (SHA-256/AES-256) device polled the same agent: errors per second on its span port.
     assert wait_for(
         "v3 error rate", lambda: q("in_errors_ps", "interface", "device = 'sw-vp' AND port = 'xe-0/0/2'")
-    ) == pytest.approx(2.0, rel=0.2)
+    ) == pytest.approx(50.0, rel=0.1)
     assert q("speed_bps", "interface", "device = 'core-ch' AND port = 'xe-0/0/1'") == 10_000_000_000
     assert q("oper_up", "interface", "device = 'core-ch' AND port = 'xe-0/0/4'") == 0
 
