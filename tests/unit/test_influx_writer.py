@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import email.utils
 import gzip
+import ipaddress
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +23,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -563,3 +570,105 @@ def test_buffer_accounting_holds_for_any_sequence(cap: int, ops: list[tuple[str,
         assert appended == acked + buf.dropped + len(buf)
 
     asyncio.run(run())
+
+
+# -- robustness -------------------------------------------------------------------------------------
+
+
+async def test_a_sample_the_encoder_chokes_on_never_reaches_the_scheduler(influx: ScriptedInflux) -> None:
+    """A malformed sample (unhashable tag value) is dropped, counted and logged once; submit()
+    does not raise, and the other samples are written."""
+    bad = Sample("ping", {"device": ["not", "a", "str"]}, {"up": 1}, 1)  # type: ignore[dict-item]
+    with capture_logs() as logs:
+        async with InfluxSink(config(influx), instance="t") as sink:
+            sink.submit([bad, *pings(2), bad])
+            await until("delivery", lambda: sink.stats()["points_written"] == 2)
+            stats = sink.stats()
+    assert stats["points_dropped"] == 2
+    assert balanced(stats)
+    assert [e["event"] for e in logs].count("influx_encode_failed") == 1
+
+
+async def test_cancellation_passes_through_and_flushes(influx: ScriptedInflux) -> None:
+    """Cancelling the task that holds the sink is not swallowed, and waiting points are written
+    on the way out."""
+    opened = asyncio.Event()
+
+    async def daemon() -> None:
+        async with InfluxSink(config(influx, batch_size=1000, flush_interval=60), instance="t") as sink:
+            sink.submit(pings(3))
+            opened.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(daemon())
+    await opened.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(influx.accepted_lines) == 3
+
+
+def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """Return a server TLS context for 127.0.0.1 and the path of its (self-signed) certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netwatch test influx")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
+@pytest.fixture
+async def tls_influx(tmp_path: Path) -> AsyncIterator[tuple[ScriptedInflux, Path]]:
+    context, cert = _self_signed(tmp_path)
+    server = ScriptedInflux()
+    await server._server.start_server(ssl=context)
+    yield server, cert
+    await server.close()
+
+
+async def test_tls_is_verified_by_default(tls_influx: tuple[ScriptedInflux, Path]) -> None:
+    """An InfluxDB with a certificate we do not trust gets nothing: the points stay buffered."""
+    server, _ = tls_influx
+    assert server.url.startswith("https://")
+    with capture_logs() as logs:
+        async with InfluxSink(config(server), instance="t", close_timeout=0.2) as sink:
+            sink.submit(pings(2))
+            await until("a failed attempt", lambda: sink.stats()["write_errors"] >= 1)
+            assert sink.stats()["buffer_points"] == 2
+    assert server.received == []
+    failed = next(e for e in logs if e["event"] == "influx_write_failed")
+    assert failed["reason"] == "unreachable"
+    assert "certificate" in failed["error"].lower()
+
+
+@pytest.mark.parametrize("how", ["ca_file", "insecure"])
+async def test_tls_with_ca_file_or_insecure(tls_influx: tuple[ScriptedInflux, Path], how: str) -> None:
+    """ca_file trusts the server's CA; tls: insecure skips verification altogether."""
+    server, cert = tls_influx
+    extra = {"ca_file": str(cert)} if how == "ca_file" else {"tls": "insecure"}
+    async with InfluxSink(config(server, **extra), instance="t") as sink:
+        sink.submit(pings(2))
+        await until("delivery", lambda: sink.stats()["points_written"] == 2)
+    assert len(server.accepted_lines) == 2

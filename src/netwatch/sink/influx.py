@@ -404,6 +404,7 @@ class InfluxSink:
         self._buffer_full_logged = False
         # counters
         self._extra_collected = 0  # samples submitted after close (not encoded)
+        self._encode_errors = 0  # samples the encoder raised on (counted by it as seen)
         self._written = 0
         self._rejected = 0
         self._lost_at_close = 0
@@ -420,8 +421,9 @@ class InfluxSink:
         else:
             self._transport = _V2Transport(self._cfg, user_agent=agent)
         self._task = asyncio.create_task(self._run(), name="influx-writer")
-        if self._buffer.waiting:  # a durable buffer may come back with points
-            self._first_at = time.monotonic()
+        if self._buffer.waiting:  # points submitted before, or a durable buffer's backlog
+            if self._first_at is None:
+                self._first_at = time.monotonic()
             self._wake.set()
         return self
 
@@ -439,14 +441,14 @@ class InfluxSink:
         task = self._task
         try:
             if task is not None:
-                done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
-                if not done:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                elif not task.cancelled() and (crash := task.exception()) is not None:
-                    self._log.error("influx_writer_crashed", error=_describe(crash))
+                await asyncio.wait({task}, timeout=self._close_timeout)
         finally:
+            # Past the deadline, or we are cancelled ourselves: stop the writer, which puts the
+            # batch it holds back into the buffer, before counting what is left.
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._closed = True
             left = len(self._buffer)
             if left:
@@ -473,7 +475,23 @@ class InfluxSink:
             self._extra_collected += n
             self._log.warning("influx_submit_after_close", points=n)
             return
-        lines = self._encoder.encode_many(samples)
+        encode = self._encoder.encode
+        lines: list[str] = []
+        for sample in samples:
+            try:
+                line = encode(sample)
+            except Exception as exc:  # a value no probe should produce: not the scheduler's problem
+                self._encode_errors += 1
+                if self._encode_errors == 1:
+                    self._log.error(
+                        "influx_encode_failed",
+                        measurement=str(getattr(sample, "measurement", "?")),
+                        error=_describe(exc),
+                        action="dropping the sample; counted in points_dropped",
+                    )
+                continue
+            if line is not None:
+                lines.append(line)
         if not lines:
             return
         buffer = self._buffer
@@ -496,9 +514,16 @@ class InfluxSink:
         """Return the sink's counters (fields of the ``netwatch`` measurement, component=sink).
 
         ``points_collected == points_written + points_rejected + points_dropped + buffer_points``.
+        ``write_latency_ms`` is the duration of the last accepted write request.
         """
         enc = self._encoder.stats
-        dropped = enc.points_dropped + self._buffer.dropped + self._lost_at_close + self._extra_collected
+        dropped = (
+            enc.points_dropped
+            + self._encode_errors
+            + self._buffer.dropped
+            + self._lost_at_close
+            + self._extra_collected
+        )
         return {
             "points_collected": enc.samples + self._extra_collected,
             "points_written": self._written,
@@ -514,6 +539,16 @@ class InfluxSink:
     # -- the writer task --------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Run the write loop; a bug in it is logged and the loop started again, not left dead."""
+        while True:
+            try:
+                await self._write_loop()
+                return
+            except Exception as exc:
+                self._log.error("influx_writer_crashed", error=_describe(exc), exc_info=exc)
+                await asyncio.sleep(1.0)
+
+    async def _write_loop(self) -> None:
         cfg = self._cfg
         buffer = self._buffer
         while True:
@@ -549,7 +584,7 @@ class InfluxSink:
         """Write one batch until InfluxDB is done with it; give it back if we are cancelled."""
         try:
             written, rejected = await self._send(batch.lines)
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled at close, or a bug: the points go back, first in line
             await self._buffer.requeue(batch)
             raise
         await self._buffer.ack(batch)
