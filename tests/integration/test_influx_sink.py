@@ -246,3 +246,54 @@ async def test_v2_write_through_victoria_metrics(
     assert speed["values"] == [1e10] * 3
     assert speed["timestamps"] == [now_ms, now_ms + 1000, now_ms + 2000]
     assert by_name["interface_in_bps"]["values"] == [123456.5] * 3
+
+
+# -- what an operator gets wrong ----------------------------------------------------------------
+
+
+async def test_missing_database_is_reported_and_points_wait_for_it(influxd: InfluxdServer) -> None:
+    """Writing before the database exists: points are kept, the log says to create it (once),
+    and they arrive as soon as it is created."""
+    database = f"late_{uuid.uuid4().hex[:8]}"
+    with capture_logs() as logs:
+        async with InfluxSink(sink_config(influxd.url, database=database), instance="t") as sink:
+            sink.submit(
+                [Sample("ping", {"device": "d"}, {"up": 1}, 1_700_000_000_000_000_000 + i) for i in range(5)]
+            )
+            await until("refusals", lambda: sink.stats()["write_errors"] >= 2)
+            assert sink.stats()["buffer_points"] == 5
+            influxd.execute(f'CREATE DATABASE "{database}"')
+            await until("delivery", lambda: sink.stats()["points_written"] == 5)
+    failed = [e for e in logs if e["event"] == "influx_write_failed"]
+    assert len(failed) == 1
+    assert failed[0]["reason"] == "database_not_found"
+    assert f'CREATE DATABASE "{database}"' in failed[0]["hint"]
+    assert influxd.series("SELECT count(up) FROM ping", db=database)[0]["values"][0][1] == 5
+
+
+async def test_credentials_against_influxd_with_auth(influxd_auth: InfluxdServer, tmp_path: Path) -> None:
+    """With auth enabled, the user from username_file/password_file writes; a wrong password
+    keeps the points, is logged once as an error without the password, and retries."""
+    (tmp_path / "user").write_text("writer\n")
+    (tmp_path / "good").write_text("writer-pw\n")
+    (tmp_path / "bad").write_text("not-the-pw\n")
+    base = time.time_ns()
+    good = sink_config(
+        influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "good")
+    )
+    async with InfluxSink(good, instance="t") as sink:
+        sink.submit([Sample("ping", {"device": "d"}, {"up": 1}, base)])
+    assert sink.stats()["points_written"] == 1
+
+    bad = sink_config(
+        influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "bad")
+    )
+    with capture_logs() as logs:
+        async with InfluxSink(bad, instance="t", close_timeout=0.2) as sink:
+            sink.submit([Sample("ping", {"device": "d"}, {"up": 1}, base + 1)])
+            await until("retries", lambda: sink.stats()["write_errors"] >= 3)
+            assert sink.stats()["buffer_points"] == 1
+    failed = [e for e in logs if e["event"] == "influx_write_failed"]
+    assert [(e["reason"], e["status"], e["log_level"]) for e in failed] == [("auth", 401, "error")]
+    assert "not-the-pw" not in repr(logs)
+    assert influxd_auth.series("SELECT count(up) FROM ping")[0]["values"][0][1] == 1

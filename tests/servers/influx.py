@@ -38,6 +38,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  auth-enabled = {auth}
 [ifql]
   enabled = false
 [monitor]
@@ -72,17 +73,27 @@ class InfluxdServer:
     http_port: int = field(default_factory=free_port)
     rpc_port: int = field(default_factory=free_port)
     database: str = "netwatch"
+    #: With auth: the admin user the fixture creates, as (username, password).
+    admin: tuple[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def _auth(self) -> dict[str, str]:
+        return {"u": self.admin[0], "p": self.admin[1]} if self.admin else {}
+
     def start(self) -> None:
         """Start influxd (same ports and data as before, if it ran already) and wait for /ping."""
         conf = self.workdir / "influxdb.conf"
         conf.write_text(
-            _INFLUXD_CONF.format(dir=self.workdir, rpc_port=self.rpc_port, http_port=self.http_port)
+            _INFLUXD_CONF.format(
+                dir=self.workdir,
+                rpc_port=self.rpc_port,
+                http_port=self.http_port,
+                auth="true" if self.admin else "false",
+            )
         )
         log = self.workdir / "influxd.log"
         with log.open("ab") as out:
@@ -108,13 +119,14 @@ class InfluxdServer:
 
     def execute(self, statement: str) -> dict[str, Any]:
         """Run a statement that changes something (CREATE, DROP) with POST /query."""
-        status, body = _http(f"{self.url}/query", data=urllib.parse.urlencode({"q": statement}).encode())
+        form = urllib.parse.urlencode({"q": statement}).encode()
+        status, body = _http(f"{self.url}/query?{urllib.parse.urlencode(self._auth())}", data=form)
         assert status == 200, (status, body)
         return dict(json.loads(body))
 
     def query(self, q: str, *, db: str | None = None) -> dict[str, Any]:
         """Run an InfluxQL query (GET /query, epoch=ns) and return the decoded JSON."""
-        params = {"db": db or self.database, "q": q, "epoch": "ns"}
+        params = {"db": db or self.database, "q": q, "epoch": "ns", **self._auth()}
         status, body = _http(f"{self.url}/query?{urllib.parse.urlencode(params)}")
         assert status == 200, (status, body)
         return dict(json.loads(body))
@@ -216,6 +228,25 @@ def influxd_own(tmp_path: Path) -> Iterator[InfluxdServer]:
     server.start()
     try:
         server.execute(f'CREATE DATABASE "{server.database}"')
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def influxd_auth(tmp_path: Path) -> Iterator[InfluxdServer]:
+    """A private influxd with auth enabled: admin user, database ``netwatch``, and a user
+    ``writer`` (password ``writer-pw``) with WRITE on it."""
+    workdir = tmp_path / "influxd-auth"
+    workdir.mkdir()
+    server = InfluxdServer(require_binary("influxd", "influxdb"), workdir, admin=("admin", "admin-pw"))
+    server.start()
+    try:
+        # The first user may be created without credentials; it must be an admin.
+        server.execute("CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES")
+        server.execute(f'CREATE DATABASE "{server.database}"')
+        server.execute("CREATE USER writer WITH PASSWORD 'writer-pw'")
+        server.execute(f'GRANT WRITE ON "{server.database}" TO writer')
         yield server
     finally:
         server.stop()
