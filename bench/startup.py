@@ -117,7 +117,7 @@ def main() -> None:
 
     result = {
         "bench": "startup",
-        "config": "config/example.yaml on loopback (31 devices, 16 spans, 62 checks)",
+        "config": "config/example.yaml on loopback (31 devices, 16 spans, 43 checks)",
         "first_write_s": round(first_write, 3) if first_write is not None else None,
         "rss_after_start_mib": round(rss_start, 1),
         "rss_after_round_mib": round(rss_round, 1),
@@ -135,7 +135,7 @@ def main() -> None:
         header = "## Start-up and memory (bench/startup.py)"
         if header not in text:
             text += (
-                f"\n{header}\n\n`netwatch run` with config/example.yaml pointed at loopback (31 devices, 62 checks: "
+                f"\n{header}\n\n`netwatch run` with config/example.yaml pointed at loopback (31 devices, 43 checks: "
                 "ping to 127.0.0.1, SNMP v2c and v3 SHA-256/AES-256 to one local snmpd + pass_persist agent), "
                 "writing to a local influxd 1.6. First write = exec until the first point is visible through "
                 "InfluxQL; RSS from /proc after start-up and after one 30 s polling round.\n\n"

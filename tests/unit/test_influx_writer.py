@@ -35,6 +35,7 @@ from netwatch.contract import CONTRACT
 from netwatch.model import Sample
 from netwatch.sink.buffer import MemoryBuffer
 from netwatch.sink.influx import (
+    SETTLE_S,
     STATS_KEYS,
     InfluxConfig,
     InfluxSink,
@@ -356,14 +357,18 @@ async def test_plain_body_without_gzip(influx: ScriptedInflux) -> None:
     assert influx.received[0].raw.startswith(b"ping,device=d0,site=ch ")
 
 
-async def test_a_lone_point_waits_at_most_flush_interval(influx: ScriptedInflux) -> None:
-    """Below batch_size, a point is written once flush_interval has passed, not before."""
-    async with InfluxSink(config(influx, batch_size=1000, flush_interval=0.4), instance="t") as sink:
-        submitted = time.monotonic()
+async def test_first_points_go_out_fast_then_batch_per_flush_interval(influx: ScriptedInflux) -> None:
+    """After a quiet spell points are written after a short settle; while they keep coming,
+    each point waits flush_interval so that they travel in batches."""
+    async with InfluxSink(config(influx, batch_size=1000, flush_interval=1.0), instance="t") as sink:
+        first = time.monotonic()
         sink.submit(pings(1))
-        await until("delivery", lambda: sink.stats()["points_written"] == 1, timeout=3)
-    waited = influx.received[0].at - submitted
-    assert 0.35 <= waited < 1.5
+        await until("first delivery", lambda: sink.stats()["points_written"] == 1, timeout=3)
+        second = time.monotonic()
+        sink.submit(pings(1))
+        await until("second delivery", lambda: sink.stats()["points_written"] == 2, timeout=3)
+    assert SETTLE_S * 0.8 <= influx.received[0].at - first < 0.8
+    assert 0.9 <= influx.received[1].at - second < 2.0
 
 
 async def test_a_full_batch_goes_without_waiting(influx: ScriptedInflux) -> None:

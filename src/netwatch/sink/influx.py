@@ -370,6 +370,10 @@ class _Outage:
     attempts: int = 0
 
 
+#: After a quiet spell, how long the first points wait for the rest of their polling tick.
+SETTLE_S = 0.25
+
+
 class InfluxSink:
     """Batch samples to InfluxDB from a background task; an async context manager.
 
@@ -400,6 +404,7 @@ class InfluxSink:
         self._closing = False
         self._closed = False
         self._first_at: float | None = None  # monotonic time the oldest unwritten point arrived
+        self._last_write_at: float | None = None
         self._outage: _Outage | None = None
         self._buffer_full_logged = False
         # counters
@@ -561,7 +566,8 @@ class InfluxSink:
                 continue
             first_at = self._first_at if self._first_at is not None else time.monotonic()
             self._first_at = first_at
-            due_in = first_at + cfg.flush_interval - time.monotonic()
+            wait = self._wait_for(first_at)
+            due_in = first_at + wait - time.monotonic()
             if not self._closing and buffer.waiting < cfg.batch_size and due_in > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -570,7 +576,7 @@ class InfluxSink:
                 continue
             # Full batches always; the rest too once it is due (or we are closing).
             while buffer.waiting:
-                due = self._closing or time.monotonic() >= first_at + cfg.flush_interval
+                due = self._closing or time.monotonic() >= first_at + wait
                 if buffer.waiting < cfg.batch_size and not due:
                     break
                 batch = await buffer.take(cfg.batch_size)
@@ -579,6 +585,18 @@ class InfluxSink:
                 await self._deliver(batch)
             # What is left (less than a batch, not yet due) arrived after first_at: keep that.
             self._first_at = None if buffer.waiting == 0 else first_at
+
+    def _wait_for(self, first_at: float) -> float:
+        """Return how long points that started arriving at ``first_at`` wait before a write.
+
+        While points stream in, they wait ``flush_interval`` to form batches. After a quiet
+        spell (start-up, sparse checks) the first points go out after a short settle, so the
+        first data is in InfluxDB within a second of start rather than a flush interval later.
+        """
+        interval = self._cfg.flush_interval
+        if self._last_write_at is not None and first_at - self._last_write_at < interval:
+            return interval
+        return min(interval, SETTLE_S)
 
     async def _deliver(self, batch: Batch) -> None:
         """Write one batch until InfluxDB is done with it; give it back if we are cancelled."""
@@ -603,6 +621,7 @@ class InfluxSink:
             status = result.status
             if result.ok:
                 self._latency_ms = (time.monotonic() - started) * 1000.0
+                self._last_write_at = time.monotonic()
                 self._recovered()
                 if len(self._buffer) <= self._cfg.max_buffer_points // 2:
                     self._buffer_full_logged = False
