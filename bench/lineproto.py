@@ -48,9 +48,7 @@ the first poll); "no cache": every series new (worst case); Point: influxdb-clie
 `Point(...).to_line_protocol()`. Median of the repeats. Point also writes the wrong type where a
 probe gives an int for a float field (`in_bps=0i`), which InfluxDB then rejects as a conflict.
 """
-TABLE_HEAD = (
-    "| date | workload | netwatch | netwatch, no cache | influxdb-client Point | netwatch ÷ Point | command |"
-)
+TABLE_HEAD = "| date | workload | netwatch | netwatch, no cache | influxdb-client Point | netwatch ÷ Point | command |"
 
 
 def build_samples(devices: int, ports: int, polls: int) -> dict[str, list[Sample]]:
@@ -223,11 +221,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cpu": cpu_model(),
                 "speedup_vs_point": {
                     w: round(
-                        next(
-                            r["points_per_s"]
-                            for r in results
-                            if r["workload"] == w and r["encoder"] == "netwatch"
-                        )
+                        next(r["points_per_s"] for r in results if r["workload"] == w and r["encoder"] == "netwatch")
                         / next(
                             r["points_per_s"]
                             for r in results

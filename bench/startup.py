@@ -79,7 +79,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nw-bench-") as tmp:
         work = Path(tmp)
         snmp = start_snmpd(work / "snmpd")
-        snmp.state["interfaces"] = [interface(100 + i, name, in_octets_per_s=1e6 * (i + 1)) for i, name in enumerate(PORTS)]
+        snmp.state["interfaces"] = [
+            interface(100 + i, name, in_octets_per_s=1e6 * (i + 1)) for i, name in enumerate(PORTS)
+        ]
         snmp.state["entities"], snmp.state["sensors"] = [], []
         snmp.write()
         (work / "influx").mkdir()
@@ -91,8 +93,11 @@ def main() -> None:
             config = loopback_config(work, influx.url, snmp)
             netwatch = str(Path(sys.executable).parent / "netwatch")
             t0 = time.monotonic()
-            proc = subprocess.Popen([netwatch, "run", "-c", str(config)], stdout=subprocess.DEVNULL,
-                                    stderr=(work / "netwatch.log").open("wb"))
+            proc = subprocess.Popen(
+                [netwatch, "run", "-c", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / "netwatch.log").open("wb"),
+            )
             first_write = None
             while time.monotonic() - t0 < 30:
                 if influx.series("SHOW MEASUREMENTS"):
@@ -127,9 +132,11 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.record:
-        row = (f"| {dt.date.today()} | {result['first_write_s']} s | {result['rss_after_start_mib']} MiB | "
-               f"{result['rss_after_round_mib']} MiB | {result['cpu_s']} CPU-s in {result['elapsed_s']} s | "
-               "`python bench/startup.py --record` |\n")
+        row = (
+            f"| {dt.date.today()} | {result['first_write_s']} s | {result['rss_after_start_mib']} MiB | "
+            f"{result['rss_after_round_mib']} MiB | {result['cpu_s']} CPU-s in {result['elapsed_s']} s | "
+            "`python bench/startup.py --record` |\n"
+        )
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text()
         header = "## Start-up and memory (bench/startup.py)"

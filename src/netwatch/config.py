@@ -52,9 +52,7 @@ Id = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 64}),
 ]
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9-]{1,63})*\.?$"
-)
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9-]{1,63})*\.?$")
 
 
 def _known_check(name: str) -> str:
@@ -213,9 +211,7 @@ class ConfigIssue:
     def __str__(self) -> str:
         where = format_path(self.path)
         return (
-            f"{self.file}:{self.line}: {where}: {self.message}"
-            if where
-            else f"{self.file}:{self.line}: {self.message}"
+            f"{self.file}:{self.line}: {where}: {self.message}" if where else f"{self.file}:{self.line}: {self.message}"
         )
 
 
@@ -376,9 +372,7 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)
-                    problems.append(
-                        (("devices", devices[node], "parents"), "parent cycle: " + " -> ".join(cycle))
-                    )
+                    problems.append((("devices", devices[node], "parents"), "parent cycle: " + " -> ".join(cycle)))
             elif state.get(parent) is None:
                 visit(parent, stack)
         stack.pop()
@@ -397,16 +391,12 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
                 continue
             device, port = end.get("device"), end.get("port")
             if isinstance(device, str) and device not in devices:
-                problems.append(
-                    (("links", i, side, "device"), f"unknown device {device!r}{_suggest(device, devices)}")
-                )
+                problems.append((("links", i, side, "device"), f"unknown device {device!r}{_suggest(device, devices)}"))
             if isinstance(device, str) and isinstance(port, str):
                 ends.append((device, port))
                 other = used_ports.get((device, port))
                 if other is not None and other != link.get("id"):
-                    problems.append(
-                        ((("links", i, side, "port")), f"port {device}:{port} already ends span {other!r}")
-                    )
+                    problems.append(((("links", i, side, "port")), f"port {device}:{port} already ends span {other!r}"))
                 used_ports[(device, port)] = str(link.get("id"))
         if len(ends) == 2 and ends[0][0] == ends[1][0]:
             problems.append((("links", i, "b", "device"), "a span must join two different devices"))

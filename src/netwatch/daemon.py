@@ -109,9 +109,7 @@ def reload_or_keep(path: Path, current: Loaded) -> Loaded:
     return loaded
 
 
-async def run(
-    path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None
-) -> None:
+async def run(path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None) -> None:
     """Run the daemon until ``stop`` is set; reload the config whenever ``reload`` is set."""
     loaded = loaded or load_config(path)
     cfg = loaded.config

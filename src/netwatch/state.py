@@ -101,9 +101,7 @@ class StateTracker:
             ts,
         )
 
-    def _log_device(
-        self, device: Device, tracked: _Tracked, state: str, failing: list[tuple[str, Outcome]]
-    ) -> None:
+    def _log_device(self, device: Device, tracked: _Tracked, state: str, failing: list[tuple[str, Outcome]]) -> None:
         context = {"device": device.id, "site": device.site, "kind": device.kind}
         details = {name: f"{o.reason}: {o.detail}" if o.detail else o.reason for name, o in failing}
         if state == "up":
@@ -126,11 +124,7 @@ class StateTracker:
             return None  # nothing known yet
         why = ""
         if any(s is False for s in port_states):
-            ends = [
-                f"{e.device}:{e.port}"
-                for e, s in zip((link.a, link.b), port_states, strict=True)
-                if s is False
-            ]
+            ends = [f"{e.device}:{e.port}" for e, s in zip((link.a, link.b), port_states, strict=True) if s is False]
             why = "port down: " + ", ".join(ends)
         elif any(s == "down" for s in device_states):
             ends = [e.device for e, s in zip((link.a, link.b), device_states, strict=True) if s == "down"]

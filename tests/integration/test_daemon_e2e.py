@@ -174,7 +174,10 @@ def test_daemon_writes_the_backbone_to_influxdb(
     good = config.read_text()
     config.write_text(good.replace("kind: router", "kind: rooter"))
     proc.send_signal(signal.SIGHUP)
-    wait_for("reload failure logged", lambda: any(e.get("event") == "config_reload_failed" for e in log_events(tmp_path)))
+    wait_for(
+        "reload failure logged",
+        lambda: any(e.get("event") == "config_reload_failed" for e in log_events(tmp_path)),
+    )
     failed = next(e for e in log_events(tmp_path) if e.get("event") == "config_reload_failed")
     assert any("kind" in err and ":" in err for err in failed["errors"])
     before = q("checks_run", "netwatch", "component = 'scheduler'")
@@ -201,19 +204,28 @@ def test_check_config_and_probe_commands(tmp_path: Path, influxd: InfluxdServer,
     assert "3 devices, 1 spans" in ok.stdout
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(config.read_text().replace("kind: router", "kind: rooter").replace("site: villa-parke", "site: nowhere"))
+    bad.write_text(
+        config.read_text().replace("kind: router", "kind: rooter").replace("site: villa-parke", "site: nowhere")
+    )
     out = subprocess.run([NETWATCH, "check-config", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
-    assert f"{bad}:" in out.stderr and "devices[0].kind" in out.stderr and "unknown site 'nowhere'" in out.stderr
+    assert f"{bad}:" in out.stderr
+    assert "devices[0].kind" in out.stderr
+    assert "unknown site 'nowhere'" in out.stderr
 
     probe = subprocess.run(
         [NETWATCH, "probe", "-c", str(config), "core-ch", "--rounds", "2", "--spacing", "1"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert probe.returncode == 0, probe.stdout + probe.stderr
     assert "snmp   up   ok" in probe.stdout
-    assert "interface" in probe.stdout and "port=xe-0/0/1" in probe.stdout and "in_bps=" in probe.stdout
-    assert "optics" in probe.stdout and "rx_dbm=-3.1" in probe.stdout
+    assert "interface" in probe.stdout
+    assert "port=xe-0/0/1" in probe.stdout
+    assert "in_bps=" in probe.stdout
+    assert "optics" in probe.stdout
+    assert "rx_dbm=-3.1" in probe.stdout
     assert "nw-test-community" not in probe.stdout + probe.stderr
     databases = influxd.series("SHOW DATABASES")
     assert ["probe_nothing_written"] not in databases[0]["values"]

@@ -204,9 +204,7 @@ async def test_points_survive_an_influxd_restart(influxd_own: InfluxdServer) -> 
 # -- v2 through VictoriaMetrics -------------------------------------------------------------------
 
 
-async def test_v2_write_through_victoria_metrics(
-    victoria_metrics: VictoriaMetricsServer, tmp_path: Path
-) -> None:
+async def test_v2_write_through_victoria_metrics(victoria_metrics: VictoriaMetricsServer, tmp_path: Path) -> None:
     """api v2 writes line protocol to /api/v2/write (org, bucket, token); the values come back,
     and a raw Counter64 never reaches the server (VictoriaMetrics would drop it silently)."""
     (tmp_path / "token").write_text("anything\n")
@@ -222,9 +220,7 @@ async def test_v2_write_through_victoria_metrics(
         for i in range(3)
     ]
     encoder = LineEncoder()
-    cfg = sink_config(
-        victoria_metrics.url, api="v2", org="city", bucket="netwatch", token_file=str(tmp_path / "token")
-    )
+    cfg = sink_config(victoria_metrics.url, api="v2", org="city", bucket="netwatch", token_file=str(tmp_path / "token"))
     async with InfluxSink(cfg, instance="t", encoder=encoder) as sink:
         sink.submit(samples)
     assert sink.stats()["points_written"] == 3
@@ -257,9 +253,7 @@ async def test_missing_database_is_reported_and_points_wait_for_it(influxd: Infl
     database = f"late_{uuid.uuid4().hex[:8]}"
     with capture_logs() as logs:
         async with InfluxSink(sink_config(influxd.url, database=database), instance="t") as sink:
-            sink.submit(
-                [Sample("ping", {"device": "d"}, {"up": 1}, 1_700_000_000_000_000_000 + i) for i in range(5)]
-            )
+            sink.submit([Sample("ping", {"device": "d"}, {"up": 1}, 1_700_000_000_000_000_000 + i) for i in range(5)])
             await until("refusals", lambda: sink.stats()["write_errors"] >= 2)
             assert sink.stats()["buffer_points"] == 5
             influxd.execute(f'CREATE DATABASE "{database}"')
@@ -278,16 +272,12 @@ async def test_credentials_against_influxd_with_auth(influxd_auth: InfluxdServer
     (tmp_path / "good").write_text("writer-pw\n")
     (tmp_path / "bad").write_text("not-the-pw\n")
     base = time.time_ns()
-    good = sink_config(
-        influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "good")
-    )
+    good = sink_config(influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "good"))
     async with InfluxSink(good, instance="t") as sink:
         sink.submit([Sample("ping", {"device": "d"}, {"up": 1}, base)])
     assert sink.stats()["points_written"] == 1
 
-    bad = sink_config(
-        influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "bad")
-    )
+    bad = sink_config(influxd_auth.url, username_file=str(tmp_path / "user"), password_file=str(tmp_path / "bad"))
     with capture_logs() as logs:
         async with InfluxSink(bad, instance="t", close_timeout=0.2) as sink:
             sink.submit([Sample("ping", {"device": "d"}, {"up": 1}, base + 1)])

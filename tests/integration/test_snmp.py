@@ -88,9 +88,7 @@ async def two_polls(probe: Probe) -> tuple[Outcome, Outcome]:
     return first, await probe.check()
 
 
-async def test_v2c_poll_gives_contract_fields_and_rates(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_v2c_poll_gives_contract_fields_and_rates(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """Two v2c polls: interface state, speed, bps/utilisation/error rates matching the counters' growth."""
     snmp_agent.set_interface(
         "xe-0/0/1",
@@ -122,9 +120,7 @@ async def test_v2c_poll_gives_contract_fields_and_rates(
         "link": "span-ch-vp",
         "lessee": "caltech",
     }
-    assert port1.fields == {"oper_up": 1, "admin_up": 1, "speed_bps": 10_000_000_000}, (
-        "no rates on the first poll"
-    )
+    assert port1.fields == {"oper_up": 1, "admin_up": 1, "speed_bps": 10_000_000_000}, "no rates on the first poll"
     assert first.ports_up == {"xe-0/0/1": True, "xe-0/0/2": True, "ge-0/0/3": True, "xe-0/0/4": False}
 
     f = by(second, "interface")["xe-0/0/1"].fields
@@ -150,13 +146,9 @@ async def test_v2c_poll_gives_contract_fields_and_rates(
     assert abs(first_ts - time.time_ns()) < 10 * 10**9, "timestamped at collection"
 
 
-async def test_32_bit_counters_are_used_and_unwrapped(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_32_bit_counters_are_used_and_unwrapped(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """A port without ifXTable falls back to ifIn/OutOctets; a Counter32 wrap still gives the true rate."""
-    snmp_agent.set_interface(
-        "ge-0/0/3", in_octets=2**32 - 400_000, in_octets_per_s=1_000_000, out_octets_per_s=50_000
-    )
+    snmp_agent.set_interface("ge-0/0/3", in_octets=2**32 - 400_000, in_octets_per_s=1_000_000, out_octets_per_s=50_000)
     probe = build(TARGET, v2c(snmp_agent), resources)
     first, second = await two_polls(probe)
     assert by(first, "interface")["ge-0/0/3"].fields["speed_bps"] == 1_000_000_000  # from ifSpeed
@@ -166,9 +158,7 @@ async def test_32_bit_counters_are_used_and_unwrapped(
     assert f["out_bps"] == pytest.approx(4e5, rel=0.03)
 
 
-async def test_reboot_drops_rates_for_that_poll_and_flags_it(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_reboot_drops_rates_for_that_poll_and_flags_it(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """Uptime reset + counters reset: no rates and system.rebooted=1 on that poll; rates return after.
 
     The reboot also renumbers the ifIndex values, so the ports are found again by name.
@@ -198,9 +188,7 @@ async def test_reboot_drops_rates_for_that_poll_and_flags_it(
     assert by(later, "optics")["xe-0/0/1"].fields["rx_dbm"] == pytest.approx(-3.1)
 
 
-async def test_counter_reset_without_reboot_gives_no_spike(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_counter_reset_without_reboot_gives_no_spike(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """A Counter64 that goes down (counters cleared) and a changed ifCounterDiscontinuityTime drop rates."""
     snmp_agent.set_interface("xe-0/0/1", in_octets=10**12, in_octets_per_s=1_000_000)
     snmp_agent.set_interface("xe-0/0/2", in_octets=10**9, in_octets_per_s=1_000_000)
@@ -241,12 +229,8 @@ async def test_optics_map_to_their_port_with_scale_and_precision(
         "port": "xe-0/0/1",
         "link": "span-ch-vp",
     }  # optics carry no lessee
-    assert optics["xe-0/0/1"].fields == pytest.approx(
-        {"rx_dbm": -3.1, "tx_dbm": -1.9, "temp_c": 31.5, "bias_ma": 6.2}
-    )
-    assert optics["xe-0/0/2"].fields == pytest.approx(
-        {"rx_dbm": -14.2, "tx_dbm": -2.3, "temp_c": 44.0, "bias_ma": 7.9}
-    )
+    assert optics["xe-0/0/1"].fields == pytest.approx({"rx_dbm": -3.1, "tx_dbm": -1.9, "temp_c": 31.5, "bias_ma": 6.2})
+    assert optics["xe-0/0/2"].fields == pytest.approx({"rx_dbm": -14.2, "tx_dbm": -2.3, "temp_c": 44.0, "bias_ma": 7.9})
 
     # The light fades: the next poll reads the new value (sensor values are polled every time).
     rx = next(s for s in snmp_agent.state["sensors"] if s["index"] == 2005)
@@ -262,9 +246,7 @@ async def test_optics_off_polls_no_sensors(snmp_agent: SnmpServer, resources: Pr
     assert by(outcome, "optics") == {}
 
 
-async def test_oper_status_change_shows_in_ports_up(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_oper_status_change_shows_in_ports_up(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """A port going down on the device is oper_up=0 and ports_up False on the next poll."""
     probe = build(TARGET, v2c(snmp_agent), resources)
     assert (await probe.check()).ports_up["xe-0/0/2"] is True
@@ -276,9 +258,7 @@ async def test_oper_status_change_shows_in_ports_up(
 
 
 @pytest.mark.parametrize("user", SHA2_AES_USERS, ids=lambda u: f"{u.auth}-{u.priv}")
-async def test_v3_auth_priv_with_sha2_and_aes(
-    snmp_agent: SnmpServer, resources: ProbeResources, user: V3User
-) -> None:
+async def test_v3_auth_priv_with_sha2_and_aes(snmp_agent: SnmpServer, resources: ProbeResources, user: V3User) -> None:
     """SNMPv3 authPriv works with every SHA-2 (224..512) x AES (128/192/256) pair net-snmp offers."""
     outcome = await build(TARGET, v3(snmp_agent, user), resources).check()
     assert outcome.up, outcome.detail
@@ -288,9 +268,7 @@ async def test_v3_auth_priv_with_sha2_and_aes(
 
 
 @pytest.mark.parametrize("name", ["nw-sha-aes", "nw-md5-des", "nw-sha-aes256c", "nw-auth-only", "nw-no-auth"])
-async def test_v3_other_protocols_and_levels(
-    snmp_agent: SnmpServer, resources: ProbeResources, name: str
-) -> None:
+async def test_v3_other_protocols_and_levels(snmp_agent: SnmpServer, resources: ProbeResources, name: str) -> None:
     """SHA-1/AES, MD5/DES, Cisco-style AES-256 key extension, authNoPriv and noAuthNoPriv all poll."""
     user = next(u for u in V3_USERS if u.name == name)
     outcome = await build(TARGET, v3(snmp_agent, user), resources).check()
@@ -375,9 +353,7 @@ async def test_missing_configured_port_is_named_and_logged_once(
     assert missing[0]["ports"] == ["xe-9/9/9"]
 
 
-async def test_port_found_by_ifdescr_when_ifname_differs(
-    snmp_agent: SnmpServer, resources: ProbeResources
-) -> None:
+async def test_port_found_by_ifdescr_when_ifname_differs(snmp_agent: SnmpServer, resources: ProbeResources) -> None:
     """A port named as in ifDescr (older agents) is found through the ifDescr fallback."""
     target = Target("core-ch", "city-hall", "router", "127.0.0.1", (PortRef("xe-0/0/2 interface"),))
     outcome = await build(target, v2c(snmp_agent), resources).check()

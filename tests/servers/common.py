@@ -33,9 +33,7 @@ def require_binary(name: str, apt_package: str) -> str:
     return path
 
 
-def wait_until(
-    ready: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes]
-) -> None:
+def wait_until(ready: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
     """Poll ``ready`` until it is true; fail with ``what`` if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -97,9 +97,7 @@ class InfluxdServer:
         )
         log = self.workdir / "influxd.log"
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [self.binary, "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT
-            )
+            self.proc = subprocess.Popen([self.binary, "-config", str(conf)], stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_until(self.ping, timeout=20, what=f"influxd on port {self.http_port}", proc=self.proc)
         except pytest.fail.Exception:
@@ -169,9 +167,7 @@ class VictoriaMetricsServer:
         try:
             wait_until(self.healthy, timeout=20, what=f"victoria-metrics on port {self.port}", proc=self.proc)
         except pytest.fail.Exception:
-            pytest.fail(
-                f"victoria-metrics did not start; its log ends with:\n{_log_tail(log)}", pytrace=False
-            )
+            pytest.fail(f"victoria-metrics did not start; its log ends with:\n{_log_tail(log)}", pytrace=False)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -196,9 +192,7 @@ class VictoriaMetricsServer:
         rows: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             _http(f"{self.url}/internal/force_flush")
-            status, body = _http(
-                f"{self.url}/api/v1/export", data=urllib.parse.urlencode({"match[]": match}).encode()
-            )
+            status, body = _http(f"{self.url}/api/v1/export", data=urllib.parse.urlencode({"match[]": match}).encode())
             assert status == 200, (status, body)
             rows = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
             if ready(rows):

@@ -63,9 +63,7 @@ class V3User:
 _SHA2 = {"SHA224": "SHA-224", "SHA256": "SHA-256", "SHA384": "SHA-384", "SHA512": "SHA-512"}
 _AES = {"AES": "AES-128", "AES192": "AES-192", "AES256": "AES-256"}
 SHA2_AES_USERS: tuple[V3User, ...] = tuple(
-    V3User(f"nw-{a.lower()}-{p.lower()}", "authPriv", a, p, sa, sp)
-    for a, sa in _SHA2.items()
-    for p, sp in _AES.items()
+    V3User(f"nw-{a.lower()}-{p.lower()}", "authPriv", a, p, sa, sp) for a, sa in _SHA2.items() for p, sp in _AES.items()
 )
 V3_USERS: tuple[V3User, ...] = (
     V3User("nw-sha-aes", "authPriv", "SHA", "AES", "SHA", "AES"),
@@ -98,12 +96,8 @@ def default_state() -> dict[str, Any]:
     sensors to ports by position, not by the ENTITY-MIB tree, gets them wrong. xe-0/0/2's
     receive power is in milli-dBm (scale milli, precision 0), the others in dBm with precision 1.
     """
-    ents1, sens1 = snmpagent.transceiver(
-        2000, 517, "xe-0/0/1", rx_dbm=-3.1, tx_dbm=-1.9, temp_c=31.5, bias_ma=6.2
-    )
-    ents2, sens2 = snmpagent.transceiver(
-        1000, 518, "xe-0/0/2", rx_dbm=-14.2, tx_dbm=-2.3, temp_c=44.0, bias_ma=7.9
-    )
+    ents1, sens1 = snmpagent.transceiver(2000, 517, "xe-0/0/1", rx_dbm=-3.1, tx_dbm=-1.9, temp_c=31.5, bias_ma=6.2)
+    ents2, sens2 = snmpagent.transceiver(1000, 518, "xe-0/0/2", rx_dbm=-14.2, tx_dbm=-2.3, temp_c=44.0, bias_ma=7.9)
     ents9, sens9 = snmpagent.transceiver(3000, 530, "xe-0/0/9", rx_dbm=-40.0, tx_dbm=-40.0)
     rx2 = next(s for s in sens2 if s["index"] == 1005)  # transceiver(): port entity + 5 is Rx
     rx2.update(scale=8, precision=0, value=-14200)

@@ -80,9 +80,7 @@ def test_secret_never_appears_in_errors_or_repr(tmp_path: Path) -> None:
     assert snmp.community_file.get_secret_value() == "s3cr3t-community"
 
 
-def test_relative_secret_is_found_in_credentials_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_secret_is_found_in_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd, a bare *_file name is read from $CREDENTIALS_DIRECTORY."""
     creds = tmp_path / "creds"
     creds.mkdir()

@@ -139,9 +139,7 @@ def config(server: ScriptedInflux | str, **overrides: Any) -> InfluxConfig:
 def pings(n: int, start: int = 0) -> list[Sample]:
     base = 1_700_000_000_000_000_000
     return [
-        Sample(
-            "ping", {"device": f"d{i % 7}", "site": "ch"}, {"up": 1, "rtt_avg_ms": 1.5, "sent": 3}, base + i
-        )
+        Sample("ping", {"device": f"d{i % 7}", "site": "ch"}, {"up": 1, "rtt_avg_ms": 1.5, "sent": 3}, base + i)
         for i in range(start, start + n)
     ]
 
@@ -178,9 +176,7 @@ async def test_retry_after_seconds_is_honoured(influx: ScriptedInflux) -> None:
 async def test_retry_after_http_date_is_honoured(influx: ScriptedInflux) -> None:
     """Retry-After as an HTTP date: the next attempt does not come before that moment."""
     not_before = int(time.time()) + 2
-    influx.script = [
-        Reply(429, "slow down", {"Retry-After": email.utils.formatdate(not_before, usegmt=True)})
-    ]
+    influx.script = [Reply(429, "slow down", {"Retry-After": email.utils.formatdate(not_before, usegmt=True)})]
     async with InfluxSink(config(influx), instance="t") as sink:
         sink.submit(pings(2))
         await until("the retry to succeed", lambda: sink.stats()["points_written"] == 2, timeout=6)
@@ -277,9 +273,7 @@ def test_rejected_points_from_error_text() -> None:
     assert rejected_points("", 7) == 7
 
 
-async def test_unauthorized_keeps_points_retries_and_logs_once(
-    influx: ScriptedInflux, tmp_path: Path
-) -> None:
+async def test_unauthorized_keeps_points_retries_and_logs_once(influx: ScriptedInflux, tmp_path: Path) -> None:
     """401: the points stay buffered, writes are retried, the error is logged once, never the secret."""
     (tmp_path / "user").write_text("netwatch\n")
     (tmp_path / "password").write_text("s3cret-pw\n")
@@ -626,18 +620,14 @@ def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)

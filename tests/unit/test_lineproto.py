@@ -55,9 +55,7 @@ def line(
         ("m", {"k": 'quote"s'}, {"v": 1}, 'm,k=quote"s v=1i'),
     ],
 )
-def test_escaping(
-    measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], expected: str
-) -> None:
+def test_escaping(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], expected: str) -> None:
     """Measurements escape , and space; keys and tag values also =; strings escape " and \\."""
     assert line(measurement, tags, fields) == f"{expected} {TS}"
 
@@ -274,9 +272,7 @@ _values: st.SearchStrategy[FieldValue] = st.one_of(
 _samples = st.builds(
     Sample,
     measurement=st.sampled_from(["ping", "interface", "device", "custom", "a b", "#x", ""]),
-    tags=st.dictionaries(
-        st.sampled_from(["device", "site", "port", "time", "a\n", "a "]), _names, max_size=4
-    ),
+    tags=st.dictionaries(st.sampled_from(["device", "site", "port", "time", "a\n", "a "]), _names, max_size=4),
     fields=st.dictionaries(
         st.one_of(st.sampled_from(["up", "rtt_avg_ms", "speed_bps", "state", "time", ""]), _names),
         _values,

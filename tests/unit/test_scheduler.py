@@ -105,9 +105,7 @@ async def test_probe_crash_is_a_result_and_logged_once() -> None:
     probe = FakeProbe(raises=RuntimeError("boom"))
     seen, handler = collect()
     with structlog.testing.capture_logs() as logs:
-        await run_for(
-            Scheduler([Job("d1", "snmp", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3
-        )
+        await run_for(Scheduler([Job("d1", "snmp", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3)
     assert len(seen) >= 4
     assert {o.outcome.reason for o in seen} == {"error"}
     assert "RuntimeError: boom" in seen[0].outcome.detail
@@ -140,8 +138,6 @@ async def test_failing_observation_handler_does_not_stop_polling() -> None:
         raise ValueError("sink broke")
 
     with structlog.testing.capture_logs() as logs:
-        await run_for(
-            Scheduler([Job("d1", "ping", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3
-        )
+        await run_for(Scheduler([Job("d1", "ping", probe, interval=0.05, timeout=0.04)], handler, start_at=0), 0.3)
     assert len(probe.calls) >= 4
     assert any(e["event"] == "observation_handler_failed" for e in logs)

@@ -18,9 +18,7 @@ def tracker() -> tuple[StateTracker, list[Sample]]:
     return StateTracker(load_config(GOOD).inventory, out.extend), out
 
 
-def obs(
-    device: str, check: str, up: bool, reason: str = "ok", ports: dict[str, bool] | None = None
-) -> Observation:
+def obs(device: str, check: str, up: bool, reason: str = "ok", ports: dict[str, bool] | None = None) -> Observation:
     return Observation(
         device,
         check,

@@ -407,9 +407,7 @@ def _credentials(cfg: SnmpConfig) -> Any:
     auth = {"authKey": reveal(cfg.auth_key_file), "authProtocol": _AUTH_PROTOCOLS[cfg.auth_protocol]}
     if cfg.security_level == "authNoPriv":
         return UsmUserData(user, **auth)
-    return UsmUserData(
-        user, **auth, privKey=reveal(cfg.priv_key_file), privProtocol=_PRIV_PROTOCOLS[cfg.priv_protocol]
-    )
+    return UsmUserData(user, **auth, privKey=reveal(cfg.priv_key_file), privProtocol=_PRIV_PROTOCOLS[cfg.priv_protocol])
 
 
 class SnmpProbe:
@@ -471,9 +469,7 @@ class SnmpProbe:
         rebooted = False
         if self._prev_uptime is not None and self._prev_at is not None:
             rebooted = uptime_reset(self._prev_uptime, uptime, at - self._prev_at)
-        vanished = (
-            self._vanished(values) and time.monotonic() - (self._discovered_at or 0) >= VANISHED_RETRY_S
-        )
+        vanished = self._vanished(values) and time.monotonic() - (self._discovered_at or 0) >= VANISHED_RETRY_S
         if (rebooted or vanished) and not discovered:
             # After a reboot or a line-card swap, ifIndex values may have moved: look again.
             await self._discover()
@@ -481,9 +477,7 @@ class SnmpProbe:
             uptime = self._uptime(values)
         if rebooted:
             self._history.clear()
-        samples = [
-            Sample("system", self._system_tags, {"uptime_s": uptime // 100, "rebooted": int(rebooted)}, ts)
-        ]
+        samples = [Sample("system", self._system_tags, {"uptime_s": uptime // 100, "rebooted": int(rebooted)}, ts)]
         elapsed = None if self._prev_at is None or rebooted else at - self._prev_at
         ports_up: dict[str, bool] = {}
         for name, port in self._ports.items():
@@ -541,9 +535,7 @@ class SnmpProbe:
 
     # -- samples ---------------------------------------------------------------------------
 
-    def _interface_sample(
-        self, port: _Port, values: dict[Oid, Any], elapsed: float | None, ts: int
-    ) -> Sample | None:
+    def _interface_sample(self, port: _Port, values: dict[Oid, Any], elapsed: float | None, ts: int) -> Sample | None:
         oids = port.oids()
         name = port.ref.name
         oper = _integer(values, oids["oper"], "ifOperStatus")
@@ -564,18 +556,12 @@ class SnmpProbe:
                 current[key] = Reading(number, _width(values[oids[key]]))
         history = self._history.setdefault(name, _PortHistory())
         discontinuity = (
-            _integer(values, oids["discontinuity"], "ifCounterDiscontinuityTime")
-            if "discontinuity" in oids
-            else None
+            _integer(values, oids["discontinuity"], "ifCounterDiscontinuityTime") if "discontinuity" in oids else None
         )
         comparable = (
             elapsed is not None
             and history.readings
-            and (
-                history.discontinuity is None
-                or discontinuity is None
-                or discontinuity == history.discontinuity
-            )
+            and (history.discontinuity is None or discontinuity is None or discontinuity == history.discontinuity)
         )
         if comparable and elapsed is not None:
             octets, packets = max_octets_per_s(speed_bps), max_packets_per_s(speed_bps)
@@ -627,9 +613,7 @@ class SnmpProbe:
                 reading = worse(prior, reading)
             fields[sensor.field] = reading
         return [
-            Sample("optics", self._optics_tags[port], dict(fields), ts)
-            for port, fields in per_port.items()
-            if fields
+            Sample("optics", self._optics_tags[port], dict(fields), ts) for port, fields in per_port.items() if fields
         ]
 
     # -- discovery -------------------------------------------------------------------------
@@ -675,9 +659,7 @@ class SnmpProbe:
         self._discovered_at = time.monotonic()
 
     async def _discover_sensors(self, ports: dict[str, _Port]) -> list[Sensor]:
-        types, scales, precisions = await self._walk(
-            [ENT_SENSOR_TYPE, ENT_SENSOR_SCALE, ENT_SENSOR_PRECISION]
-        )
+        types, scales, precisions = await self._walk([ENT_SENSOR_TYPE, ENT_SENSOR_SCALE, ENT_SENSOR_PRECISION])
         sensor_types: dict[int, tuple[int, int, int]] = {}
         for index, value in types.items():
             kind = _as_int(value)
@@ -746,9 +728,7 @@ class SnmpProbe:
                 reply = await self._request("GET", chunk)
             except _TooBig:
                 if len(chunk) == 1:
-                    raise _Failure(
-                        "protocol", f"agent says tooBig for the single OID {_fmt(chunk[0])}"
-                    ) from None
+                    raise _Failure("protocol", f"agent says tooBig for the single OID {_fmt(chunk[0])}") from None
                 self._chunk = max(1, len(chunk) // 2)
                 continue
             if len(reply) != len(chunk):
@@ -802,9 +782,7 @@ class SnmpProbe:
         varbinds = [self._varbind(oid) for oid in oids]
         try:
             if op == "GET":
-                reply = await get_cmd(
-                    engine, self._auth, transport, self._context, *varbinds, lookupMib=False
-                )
+                reply = await get_cmd(engine, self._auth, transport, self._context, *varbinds, lookupMib=False)
             else:
                 reply = await bulk_cmd(
                     engine, self._auth, transport, self._context, 0, reps, *varbinds, lookupMib=False
@@ -858,8 +836,7 @@ class SnmpProbe:
         ):
             return _Failure(
                 "auth",
-                f"SNMPv3 credentials problem for user {cfg.user!r}: {text} "
-                f"(check user, auth/priv protocols and keys)",
+                f"SNMPv3 credentials problem for user {cfg.user!r}: {text} (check user, auth/priv protocols and keys)",
             )
         if isinstance(indication, _PROTOCOL_INDICATIONS):
             return _Failure("protocol", f"bad SNMP response: {text}")

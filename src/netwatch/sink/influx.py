@@ -392,9 +392,7 @@ class InfluxSink:
     ) -> None:
         self._cfg = cfg
         self._instance = instance
-        self._buffer: LineBuffer = (
-            buffer if buffer is not None else MemoryBuffer(max_points=cfg.max_buffer_points)
-        )
+        self._buffer: LineBuffer = buffer if buffer is not None else MemoryBuffer(max_points=cfg.max_buffer_points)
         self._encoder = encoder if encoder is not None else LineEncoder()
         self._close_timeout = close_timeout
         self._log = log.bind(instance=instance, url=_url_for_logs(cfg.url), api=cfg.api)

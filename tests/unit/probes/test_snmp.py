@@ -90,9 +90,7 @@ def router_mib(ports: int = 4) -> dict[Oid, Any]:
 
 
 def router(ports: int = 4) -> Target:
-    return Target(
-        "r1", "hq", "router", "192.0.2.1", tuple(PortRef(f"ge-0/0/{i}") for i in range(1, ports + 1))
-    )
+    return Target("r1", "hq", "router", "192.0.2.1", tuple(PortRef(f"ge-0/0/{i}") for i in range(1, ports + 1)))
 
 
 # -- sensors ------------------------------------------------------------------------------
@@ -202,9 +200,7 @@ async def test_multi_lane_optics_report_the_weakest_lane() -> None:
     """Four Rx lanes on one port: rx_dbm is the lowest (the one that fails first)."""
     mib = router_mib(1)
     ent, sensor = (1, 3, 6, 1, 2, 1, 47, 1, 1, 1, 1), (1, 3, 6, 1, 2, 1, 99, 1, 1, 1)
-    mib[(1, 3, 6, 1, 2, 1, 47, 1, 3, 2, 1, 2, 100, 0)] = rfc1902.ObjectIdentifier(
-        (1, 3, 6, 1, 2, 1, 2, 2, 1, 1, 1)
-    )
+    mib[(1, 3, 6, 1, 2, 1, 47, 1, 3, 2, 1, 2, 100, 0)] = rfc1902.ObjectIdentifier((1, 3, 6, 1, 2, 1, 2, 2, 1, 1, 1))
     for lane, raw in enumerate([-21, -35, -18, -29], start=1):
         idx = 100 + lane
         mib[(*ent, 4, idx)] = rfc1902.Integer32(100)
@@ -283,9 +279,7 @@ def test_privacy_protocols_match_net_snmp_names(priv: str, expected: Any) -> Non
 )
 def test_error_indications_map_to_reasons(indication: Exception, reason: str, fragment: str) -> None:
     """pysnmp's errorIndications become a closed-set reason with a detail an operator can act on."""
-    probe = SnmpProbe(
-        router(1), cfg(version="3", user="netwatch", auth_key_file=SecretStr("k" * 10)), ProbeResources()
-    )
+    probe = SnmpProbe(router(1), cfg(version="3", user="netwatch", auth_key_file=SecretStr("k" * 10)), ProbeResources())
     failure = probe._indication_failure(indication)
     assert isinstance(failure, snmp._Failure)
     assert failure.reason == reason
