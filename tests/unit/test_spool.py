@@ -1,0 +1,172 @@
+"""The durable spool: committed lines survive a kill, corruption is skipped and counted, the cap holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import structlog
+
+from netwatch.sink.spool import ROW_OVERHEAD, SqliteSpool
+
+
+def lines(n: int, start: int = 0) -> list[str]:
+    return [
+        f"ping,device=d{i % 50},site=hq up=1i,rtt_avg_ms={i}.5 {1_700_000_000_000_000_000 + i}"
+        for i in range(start, start + n)
+    ]
+
+
+async def test_newest_first_and_ack_removes(tmp_path: Path) -> None:
+    """take() hands out the newest lines first (fresh data before backlog); ack deletes them."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=10_000_000)
+    spool.append(lines(10))
+    spool.append(lines(5, start=10))
+    batch = await spool.take(5)
+    assert batch is not None
+    assert list(batch.lines) == lines(5, start=10)
+    assert (len(spool), spool.waiting) == (15, 10)
+    await spool.ack(batch)
+    older = await spool.take(100)
+    assert older is not None
+    assert list(older.lines) == lines(10)
+    await spool.requeue(older)
+    assert spool.waiting == 10
+    again = await spool.take(100)
+    assert again is not None
+    await spool.ack(again)
+    assert len(spool) == 0
+    assert await spool.take(10) is None
+    await spool.aclose()
+
+
+async def test_lines_survive_reopen_and_in_flight_batches_come_back(tmp_path: Path) -> None:
+    """A batch taken but not acked when the process stops is sent again after restart."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=10_000_000)
+    spool.append(lines(20))
+    taken = await spool.take(8)
+    assert taken is not None
+    await spool.aclose()
+    reopened = SqliteSpool(tmp_path / "spool.db", max_bytes=10_000_000)
+    assert reopened.recovered == 20
+    batch = await reopened.take(100)
+    assert batch is not None
+    assert sorted(batch.lines) == sorted(lines(20))
+    await reopened.aclose()
+
+
+def test_committed_lines_survive_sigkill(tmp_path: Path) -> None:
+    """Every append that returned is on disk even if the process is killed right after."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from netwatch.sink.spool import SqliteSpool
+        spool = SqliteSpool(Path({str(tmp_path / "spool.db")!r}), max_bytes=50_000_000)
+        n = 0
+        for i in range(100_000):
+            spool.append([f"m,k=v f={{i}}i {{i}}"])
+            n += 1
+            if n == 3000:
+                print(n, flush=True)
+                os.kill(os.getpid(), 9)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout.strip() == "3000"
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=50_000_000)
+    assert spool.recovered == 3000
+
+
+async def test_cap_drops_oldest_and_counts_exactly(tmp_path: Path) -> None:
+    """Past the byte cap the oldest lines go; appended == held + dropped, and bytes stay under the cap."""
+    cap = 64 * 1024
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=cap)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(200):
+            spool.append(lines(10, start=i * 10))
+    assert spool.bytes <= cap
+    assert len(spool) + spool.dropped == 2000
+    assert spool.dropped > 0
+    assert [e["event"] for e in logs].count("spool_full") == 1
+    newest = await spool.take(5)
+    assert newest is not None
+    assert list(newest.lines) == lines(5, start=1995)  # the newest survive
+    held = len(spool)
+    await spool.aclose()
+    assert SqliteSpool(tmp_path / "spool.db", max_bytes=cap).recovered == held
+
+
+async def test_row_that_fails_its_checksum_is_never_sent(tmp_path: Path) -> None:
+    """A line changed on disk behind the spool's back is skipped and counted, the rest is sent."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=10_000_000)
+    spool.append(lines(10))
+    raw = sqlite3.connect(tmp_path / "spool.db")
+    raw.execute("UPDATE points SET line = CAST('ping,device=dX up=9i 1' AS BLOB) WHERE seq = 3")
+    raw.commit()
+    raw.close()
+    with structlog.testing.capture_logs() as logs:
+        batch = await spool.take(100)
+    assert batch is not None
+    assert len(batch) == 9
+    assert not any("dX" in line for line in batch.lines)
+    assert spool.corrupt == 1
+    assert any(e["event"] == "spool_corrupt_rows" for e in logs)
+    await spool.ack(batch)
+    assert len(spool) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_file_is_moved_aside_and_the_daemon_starts(tmp_path: Path, damage: str) -> None:
+    """A spool file SQLite cannot read is set aside, what still reads is kept, and a fresh spool opens."""
+    path = tmp_path / "spool.db"
+    spool = SqliteSpool(path, max_bytes=50_000_000)
+    for i in range(50):
+        spool.append(lines(100, start=i * 100))
+    spool._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    spool._db.close()
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2 + 123]
+    else:
+        for offset in range(len(data) // 3, len(data) // 3 + 4096, 7):
+            data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with structlog.testing.capture_logs() as logs:
+        reopened = SqliteSpool(path, max_bytes=50_000_000)
+    if damage == "truncate":
+        assert 1000 <= reopened.recovered < 5000  # the pages still on disk are salvaged
+    else:
+        assert reopened.recovered + reopened.corrupt < 5000 or reopened.corrupt > 0
+    assert any(e["event"] == "spool_corrupt" for e in logs)
+    assert list(tmp_path.glob("spool.db.corrupt-*"))
+    reopened.append(lines(1, start=99_999))
+    assert len(reopened) == reopened.recovered + 1
+
+
+def test_full_disk_drops_oldest_instead_of_crashing(tmp_path: Path) -> None:
+    """On a full file system the spool keeps taking new lines by dropping old ones, and counts them."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs and needs root (CI runs as root)", pytrace=False)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    try:
+        spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
+        with structlog.testing.capture_logs() as logs:
+            for i in range(3000):
+                spool.append(lines(5, start=i * 5))
+        assert spool.dropped > 0
+        assert len(spool) + spool.dropped == 15_000
+        assert any(e["event"] in ("spool_full", "spool_write_failed") for e in logs)
+        assert len(spool) * (ROW_OVERHEAD + 40) < 512 * 1024 * 2
+        spool._db.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
