@@ -20,6 +20,7 @@ would need per-record ack bitmaps); and the file needs no compaction logic of ou
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 import zlib
@@ -230,10 +231,8 @@ class SqliteSpool:
         self._taken_points -= len(seqs)
 
     async def aclose(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.DatabaseError):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.DatabaseError:
-            pass
         self._db.close()
 
     def __len__(self) -> int:
@@ -310,10 +309,8 @@ class SqliteSpool:
             log.error("spool_write_failed", path=str(self.path), dropped_points=n, why=why)
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass
 
 
 def _readable_copy(path: Path) -> Path:
