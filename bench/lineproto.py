@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from influxdb_client import Point, WritePrecision
+from record import append_rows
 
 from netwatch.model import Sample
 from netwatch.sink.lineproto import LineEncoder
@@ -49,6 +50,7 @@ the first poll); "no cache": every series new (worst case); Point: influxdb-clie
 probe gives an int for a float field (`in_bps=0i`), which InfluxDB then rejects as a conflict.
 """
 TABLE_HEAD = "| date | workload | netwatch | netwatch, no cache | influxdb-client Point | netwatch ÷ Point | command |"
+ALIGN = "|---|---|---:|---:|---:|---:|---|"
 
 
 def build_samples(devices: int, ports: int, polls: int) -> dict[str, list[Sample]]:
@@ -158,7 +160,6 @@ def cpu_model() -> str:
 
 def record(results: list[dict[str, Any]], command: str, devices: int, ports: int, polls: int) -> None:
     """Append this run's rows to the line-protocol section of BENCHMARKS.md (creating it if needed)."""
-    path = ROOT / "BENCHMARKS.md"
     rows = []
     for workload in ("interface", "ping"):
         rate = {r["encoder"]: r["points_per_s"] for r in results if r["workload"] == workload}
@@ -169,22 +170,7 @@ def record(results: list[dict[str, Any]], command: str, devices: int, ports: int
         if workload == "ping":
             what = f"ping, {n:,} samples ({devices} devices, {polls} polls)"
         rows.append(f"| {dt.date.today().isoformat()} | {what} | {cells} | {ratio:.1f}× | `{command}` |")
-    header = [SECTION, "", *INTRO.strip().splitlines(), "", TABLE_HEAD, "|---|---|---:|---:|---:|---:|---|"]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    if SECTION not in lines:
-        if lines and lines[-1].strip():
-            lines.append("")
-        lines += header
-        at = len(lines)
-    else:
-        at = lines.index(SECTION) + 1
-        while at < len(lines) and not lines[at].startswith("|"):
-            at += 1
-        while at < len(lines) and lines[at].startswith("|"):
-            at += 1
-    lines[at:at] = rows
-    path.write_text("\n".join(lines) + "\n")
+    append_rows(ROOT / "BENCHMARKS.md", SECTION, INTRO, TABLE_HEAD, ALIGN, rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,15 +38,19 @@ from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
+from record import append_rows
 
-from netwatch.lab import snmpagent
 from netwatch.model import PortRef, Target
 from netwatch.probes.base import ProbeResources
 from netwatch.probes.snmp import SnmpConfig, SnmpProbe
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMUNITY = "bench-community"
-USER, AUTH_KEY, PRIV_KEY = "nwbench", "bench-auth-key", "bench-priv-key"
+sys.path.insert(0, str(ROOT))
+
+from tests.servers.common import free_port, stop  # noqa: E402
+from tests.servers.snmpd import AUTH_KEY, COMMUNITY, PRIV_KEY, V3_USERS, snmpd_config, start_snmpd  # noqa: E402
+
+USER = next(u.name for u in V3_USERS if (u.snmpd_auth, u.snmpd_priv) == ("SHA", "AES"))  # authPriv SHA/AES-128
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SECTION = "## SNMP polling (bench/snmp_poll.py)"
 INTRO = """
@@ -58,12 +62,7 @@ v3 is authPriv SHA/AES-128. Agent `lab`: snmpd serving netwatch.lab.snmpagent (p
 `host`: snmpd's own interfaces. The agent's cost is not in these figures (it is in the JSON).
 """
 TABLE_HEAD = "| date | setup | netwatch v2c | netwatch v3 | snmp_exporter v2c | snmp_exporter v3 | command |"
-
-
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+ALIGN = "|---|---|---:|---:|---:|---:|---|"
 
 
 def proc_cpu(pid: int) -> float:
@@ -112,59 +111,45 @@ def lab_state(ports: int) -> dict[str, Any]:
 
 @contextmanager
 def snmpd(workdir: Path, agent: str, ports: int) -> Iterator[tuple[int, int, list[str]]]:
-    """Run snmpd; yield (udp port, pid, port names to poll)."""
+    """Run snmpd; yield (udp port, pid, port names to poll).
+
+    ``lab``: the test suite's snmpd (tests/servers/snmpd.py) with the simulated switch of
+    :func:`lab_state`. ``host``: the same configuration without the pass_persist agent, and without
+    ``snmpagent.snmpd_args()``, so snmpd answers from its own system and interface modules.
+    """
+    if agent == "lab":
+        server = start_snmpd(workdir / "snmpd")
+        server.state = lab_state(ports)
+        server.write()
+        try:
+            yield server.port, server.proc.pid, [f"xe-0/0/{n}" for n in range(1, ports + 1)]
+        finally:
+            stop(server.proc)
+        return
     binary = shutil.which("snmpd", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if binary is None:
         sys.exit("snmpd is not installed: run scripts/setup.sh (or apt-get install snmpd)")
     port = free_port(socket.SOCK_DGRAM)
-    lines = [
-        f"agentAddress udp:127.0.0.1:{port}",
-        f"rocommunity {COMMUNITY} 127.0.0.1",
-        f'createUser {USER} SHA "{AUTH_KEY}" AES "{PRIV_KEY}"',
-        f"rouser {USER} priv",
-        "dontLogTCPWrappersConnects yes",
-    ]
-    args: list[str] = []
-    if agent == "lab":
-        state = workdir / "device.json"
-        snmpagent.write_state(state, lab_state(ports))
-        lines += snmpagent.snmpd_conf_lines(state, python=sys.executable)
-        args = snmpagent.snmpd_args()
-        names = [f"xe-0/0/{n}" for n in range(1, ports + 1)]
-    else:
-        names = sorted(os.listdir("/sys/class/net"))[:ports]
+    lines = snmpd_config(port, workdir / "device.json").splitlines()
     conf = workdir / "snmpd.conf"
-    conf.write_text("\n".join(lines) + "\n")
+    conf.write_text("\n".join(line for line in lines if not line.startswith("pass_persist ")) + "\n")
     env = dict(os.environ, SNMP_PERSISTENT_DIR=str(workdir / "persist"))
+    log = workdir / "snmpd.log"
     proc = subprocess.Popen(
-        [
-            binary,
-            "-f",
-            "-Lf",
-            str(workdir / "snmpd.log"),
-            "-C",
-            "-c",
-            str(conf),
-            "-M",
-            "/nonexistent",
-            "-m",
-            "",
-            *args,
-        ],
+        [binary, "-f", "-Lf", str(log), "-C", "-c", str(conf), "-M", "/nonexistent", "-m", ""],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
-        while "NET-SNMP version" not in _read(workdir / "snmpd.log"):
+        while "NET-SNMP version" not in _read(log):
             if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"snmpd did not start: {_read(workdir / 'snmpd.log')[-500:]}")
+                sys.exit(f"snmpd did not start: {_read(log)[-500:]}")
             time.sleep(0.02)
-        yield port, proc.pid, names
+        yield port, proc.pid, sorted(os.listdir("/sys/class/net"))[:ports]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def _read(path: Path) -> str:
@@ -424,7 +409,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def record(results: list[dict[str, Any]], args: argparse.Namespace, command: str) -> None:
     """Append one row (this run) to the SNMP section of BENCHMARKS.md, creating the section if needed."""
-    path = ROOT / "BENCHMARKS.md"
     cost = {r["case"]: r["cpu_s_per_1000_varbinds"] for r in results}
     rate = {r["case"]: r["varbinds_per_s"] for r in results}
 
@@ -443,22 +427,7 @@ def record(results: list[dict[str, Any]], args: argparse.Namespace, command: str
         )
     )
     row = f"| {dt.date.today().isoformat()} | {setup} | {cells} | `{command}` |"
-    header = [SECTION, "", *INTRO.strip().splitlines(), "", TABLE_HEAD, "|---|---|---:|---:|---:|---:|---|"]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    if SECTION not in lines:
-        if lines and lines[-1].strip():
-            lines.append("")
-        lines += header
-        at = len(lines)
-    else:
-        at = lines.index(SECTION) + 1
-        while at < len(lines) and not lines[at].startswith("|"):
-            at += 1
-        while at < len(lines) and lines[at].startswith("|"):
-            at += 1
-    lines.insert(at, row)
-    path.write_text("\n".join(lines) + "\n")
+    append_rows(ROOT / "BENCHMARKS.md", SECTION, INTRO, TABLE_HEAD, ALIGN, [row])
 
 
 def main() -> None:

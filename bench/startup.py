@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from record import append_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +33,15 @@ from tests.servers.influx import InfluxdServer  # noqa: E402
 from tests.servers.snmpd import interface, start_snmpd  # noqa: E402
 
 COUNT_FIELD = {"ping": "up", "interface": "oper_up", "system": "uptime_s", "device": "up", "link": "up"}
+SECTION = "## Start-up and memory (bench/startup.py)"
+INTRO = (
+    "`netwatch run` with config/example.yaml pointed at loopback (31 devices, 43 checks: ping to 127.0.0.1, "
+    "SNMP v2c and v3 SHA-256/AES-256 to one local snmpd + pass_persist agent), writing to a local influxd 1.6. "
+    "First write = exec until the first point is visible through InfluxQL; RSS from /proc after start-up and "
+    "after one 30 s polling round."
+)
+TABLE_HEAD = "| date | exec to first write | RSS after start | RSS after a round | daemon CPU | command |"
+ALIGN = "|---|---:|---:|---:|---:|---|"
 PORTS = ["xe-0/0/0", "xe-0/0/1", "xe-0/0/2", "xe-0/0/3", "ge-0/0/2", "ge-0/0/3", "Gi1/0/49"]
 
 
@@ -135,21 +145,9 @@ def main() -> None:
         row = (
             f"| {dt.date.today()} | {result['first_write_s']} s | {result['rss_after_start_mib']} MiB | "
             f"{result['rss_after_round_mib']} MiB | {result['cpu_s']} CPU-s in {result['elapsed_s']} s | "
-            "`python bench/startup.py --record` |\n"
+            "`python bench/startup.py --record` |"
         )
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text()
-        header = "## Start-up and memory (bench/startup.py)"
-        if header not in text:
-            text += (
-                f"\n{header}\n\n`netwatch run` with config/example.yaml pointed at loopback (31 devices, 43 checks: "
-                "ping to 127.0.0.1, SNMP v2c and v3 SHA-256/AES-256 to one local snmpd + pass_persist agent), "
-                "writing to a local influxd 1.6. First write = exec until the first point is visible through "
-                "InfluxQL; RSS from /proc after start-up and after one 30 s polling round.\n\n"
-                "| date | exec to first write | RSS after start | RSS after a round | daemon CPU | command |\n"
-                "|---|---:|---:|---:|---:|---|\n"
-            )
-        path.write_text(text + row)
+        append_rows(ROOT / "BENCHMARKS.md", SECTION, INTRO, TABLE_HEAD, ALIGN, [row])
 
 
 if __name__ == "__main__":
