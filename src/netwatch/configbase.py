@@ -87,16 +87,10 @@ def _read_secret(value: object, info: ValidationInfo) -> SecretStr:
         raise ValueError("expected the path of a file holding the secret")
     path = Path(str(value)).expanduser()
     if not path.is_absolute():
-        context = info.context if isinstance(info.context, dict) else {}
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        base_dir = context.get("base_dir")
-        candidates = []
-        if creds:
-            candidates.append(Path(creds) / path)
-        if base_dir is not None:
-            candidates.append(Path(base_dir) / path)
-        candidates.append(path)
-        path = next((c for c in candidates if c.exists()), candidates[0])
+        candidates = [Path(creds) / path] if creds else []
+        candidates.append(_base_dir(info) / path)
+        path = next((c for c in candidates if c.exists()), candidates[-1])
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -112,6 +106,28 @@ def _read_secret(value: object, info: ValidationInfo) -> SecretStr:
     return SecretStr(secret)
 
 
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, dict) else {}
+    return Path(context.get("base_dir", "."))
+
+
+def _config_file(value: object, info: ValidationInfo) -> str:
+    """Resolve a file the config names (a CA bundle, say) beside the config; it must be readable."""
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError("expected a file path")
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute():
+        path = _base_dir(info) / path
+    if not path.is_file():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"file {str(path)!r} is not readable by this user")
+    return str(path)
+
+
+#: A file the config names, resolved beside the config file and checked at load.
+ConfigFile = Annotated[str, BeforeValidator(_config_file), WithJsonSchema({"type": "string"})]
+
 #: A secret read at load time from the file this key names; shown as ``**********``.
 SecretFile = Annotated[
     SecretStr,
@@ -123,17 +139,6 @@ SecretFile = Annotated[
 def reveal(secret: SecretStr | None) -> str | None:
     """Return a secret's text for the one place that must send it on the wire."""
     return None if secret is None else secret.get_secret_value()
-
-
-def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``override`` onto ``base`` recursively (dicts merge, everything else replaces)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_dicts(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def layer(base: M, override: M | None) -> M:

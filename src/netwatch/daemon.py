@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Literal
 from pathlib import Path
 
 import structlog
 
 from netwatch import logs
-from netwatch.config import ConfigError, Loaded, load_config
+from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
 from netwatch.probes import REGISTRY, Probe, ProbeResources
 from netwatch.scheduler import Job, Scheduler
-from netwatch.sink.influx import Sink, open_sink
+from netwatch.sink.influx import Sink, open_sink, url_for_logs
 from netwatch.state import StateTracker
 
 log = structlog.get_logger(__name__)
@@ -64,10 +66,11 @@ class Pipeline:
         self.tracker.observe(obs)
 
 
-async def _report_health(instance: str, scheduler: Scheduler, sink: Sink, every: float) -> None:
-    """Write netwatch's own health (measurement ``netwatch``) every ``every`` seconds."""
+async def _report_health(current: Callable[[], Config], scheduler: Scheduler, sink: Sink) -> None:
+    """Write netwatch's own health (measurement ``netwatch``) every ``scheduler.stats_interval``."""
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(current().scheduler.stats_interval)
+        instance = current().instance
         ts = now_ns()
         sched = {
             "checks_run": scheduler.stats.checks_run,
@@ -109,44 +112,73 @@ def reload_or_keep(path: Path, current: Loaded) -> Loaded:
     return loaded
 
 
-async def run(path: Path, stop: asyncio.Event, reload: asyncio.Event, *, loaded: Loaded | None = None) -> None:
-    """Run the daemon until ``stop`` is set; reload the config whenever ``reload`` is set."""
-    loaded = loaded or load_config(path)
-    cfg = loaded.config
-    logs.configure(cfg.log.level, cfg.log.format)
+async def run(
+    path: Path,
+    stop: asyncio.Event,
+    reload: asyncio.Event,
+    *,
+    loaded: Loaded | None = None,
+    configure_logs: Callable[[str, Literal["auto", "json", "console"]], None] = logs.configure,
+) -> None:
+    """Run the daemon until ``stop`` is set; reload the config whenever ``reload`` is set.
+
+    One scheduler runs for the whole life of the process: a reload swaps its jobs (unchanged
+    checks keep their phase, their run in flight and their probe's state), and a reload that
+    fails touches nothing at all. ``configure_logs`` is called with the config's log settings at
+    start and after each reload (tests pass a no-op to keep capturing logs).
+    """
+    if loaded is None:
+        loaded = load_config(path)
+    running: Loaded = loaded
+    cfg = running.config
+    configure_logs(cfg.log.level, cfg.log.format)
     log.info(
         "netwatch_starting",
         file=str(path),
         instance=cfg.instance,
-        devices=len(loaded.inventory.devices),
-        links=len(loaded.inventory.links),
-        influxdb=str(cfg.influxdb.url) if cfg.influxdb else None,
+        devices=len(running.inventory.devices),
+        links=len(running.inventory.links),
+        influxdb=url_for_logs(cfg.influxdb.url) if cfg.influxdb else None,
     )
     resources = ProbeResources()
     async with open_sink(cfg.influxdb, instance=cfg.instance) as sink:
-        pipeline = Pipeline(loaded, sink)
+        pipeline = Pipeline(running, sink)
         probes: ProbeCache = {}
+        scheduler = Scheduler(
+            build_jobs(running.inventory, resources, probes),
+            pipeline.observe,
+            max_in_flight=cfg.scheduler.max_in_flight,
+        )
         try:
-            while not stop.is_set():
-                jobs = build_jobs(loaded.inventory, resources, probes)
-                scheduler = Scheduler(jobs, pipeline.observe, max_in_flight=cfg.scheduler.max_in_flight)
-                async with asyncio.TaskGroup() as tg:
-                    sched_task = tg.create_task(scheduler.run(), name="scheduler")
-                    health_task = tg.create_task(
-                        _report_health(cfg.instance, scheduler, sink, cfg.scheduler.stats_interval),
-                        name="health",
-                    )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(scheduler.run(), name="scheduler"),
+                    tg.create_task(_report_health(lambda: running.config, scheduler, sink), name="health"),
+                ]
+                while True:
                     await _first_set(stop, reload)
-                    sched_task.cancel()
-                    health_task.cancel()
-                if reload.is_set() and not stop.is_set():
+                    if stop.is_set():
+                        break
                     reload.clear()
-                    new = reload_or_keep(path, loaded)
-                    if new is not loaded:
-                        loaded, cfg = new, new.config
-                        logs.configure(cfg.log.level, cfg.log.format)
-                        pipeline.tracker.apply(loaded.inventory)
+                    new = reload_or_keep(path, running)
+                    if new is running:
+                        continue
+                    _warn_restart_needed(running.config, new.config)
+                    running = new
+                    configure_logs(new.config.log.level, new.config.log.format)
+                    pipeline.tracker.apply(new.inventory)
+                    scheduler.resize(new.config.scheduler.max_in_flight)
+                    scheduler.replace(build_jobs(new.inventory, resources, probes))
+                for task in tasks:
+                    task.cancel()
         finally:
             with contextlib.suppress(Exception):
                 await resources.aclose()
-            log.info("netwatch_stopping", instance=cfg.instance)
+            log.info("netwatch_stopping", instance=running.config.instance)
+
+
+def _warn_restart_needed(old: Config, new: Config) -> None:
+    """Say which changed settings only take effect after a restart (the sink outlives reloads)."""
+    changed = [key for key in ("influxdb", "state_dir", "instance") if getattr(old, key) != getattr(new, key)]
+    if changed:
+        log.warning("config_needs_restart", keys=changed, why="the sink and its state are kept across reloads")

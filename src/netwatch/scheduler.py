@@ -7,7 +7,8 @@ device's check (Telegraf's SNMP input stalls a whole instance on one slow agent;
 * Fixed rate: a job's next run is its previous *scheduled* time plus the interval, not "finished
   plus interval", so checks do not drift.
 * Staggered: each job's phase within its interval comes from a hash of its name, so a thousand
-  devices do not all fire at t=0, and the phase survives a config reload.
+  devices do not all fire at t=0. A config reload (:meth:`Scheduler.replace`) keeps every
+  unchanged job on its grid, its run in flight and the counters.
 * Overruns are skipped and counted, never stacked: if a check is still running (or still waiting
   for a slot) when its next tick comes, that tick is dropped.
 * A global semaphore bounds checks in flight; time spent waiting for a slot is poll lag.
@@ -17,6 +18,7 @@ device's check (Telegraf's SNMP input stalls a whole instance on one slow agent;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import zlib
 from collections import deque
@@ -45,7 +47,7 @@ class Job:
     timeout: float
     next_run: float = 0.0
     busy: bool = False
-    #: Last outcome's up flag, to log a probe's crash once rather than every poll.
+    #: Whether the last run crashed, so that a probe's bug is logged once, not every poll.
     crashed: bool = False
 
     @property
@@ -82,8 +84,12 @@ class Scheduler:
     ) -> None:
         self._jobs = list(jobs)
         self._on_observation = on_observation
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight = 0
+        self._epoch = 0.0
+        self._dirty = False
+        self._wake = asyncio.Event()
         self._start_at = start_at
         self._offset = offset
         self._tasks: set[asyncio.Task[None]] = set()
@@ -102,28 +108,76 @@ class Scheduler:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def replace(self, jobs: Iterable[Job]) -> None:
+        """Swap in a new set of jobs (a config reload) without disturbing the ones that stay.
+
+        A job whose (device, check) and interval are unchanged keeps its place on the time grid,
+        its in-flight run and its busy flag; it only takes the new probe and timeout. New jobs
+        join the grid at their stable phase. Removed jobs' runs in flight finish on their own.
+        """
+        old = {job.name: job for job in self._jobs}
+        merged = []
+        for job in jobs:
+            prev = old.get(job.name)
+            if prev is not None and prev.interval == job.interval:
+                prev.probe, prev.timeout = job.probe, job.timeout
+                merged.append(prev)
+            else:
+                job.next_run = 0.0
+                merged.append(job)
+        self._jobs = merged
+        self._started &= {job.name for job in merged}
+        self._dirty = True
+        self._wake.set()
+
+    def resize(self, max_in_flight: int) -> None:
+        """Change the bound on checks in flight; runs holding a slot of the old bound finish."""
+        if max_in_flight != self._max_in_flight:
+            self._max_in_flight = max_in_flight
+            self._slots = asyncio.Semaphore(max_in_flight)
+
+    def _heap(self, now: float, *, joining: bool) -> list[tuple[float, int, Job]]:
+        heap: list[tuple[float, int, Job]] = []
+        for seq, job in enumerate(self._jobs):
+            if job.next_run == 0.0:
+                # On the grid epoch + phase + k * interval; a job joining a running scheduler
+                # takes the first slot that is not in the past.
+                first = self._epoch + self._offset(job.name, job.interval)
+                if joining and first < now:
+                    first += -(-(now - first) // job.interval) * job.interval
+                job.next_run = first
+            heap.append((job.next_run, seq, job))
+        heapq.heapify(heap)
+        return heap
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the jobs are replaced."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
     async def run(self) -> None:
         """Run until cancelled; cancelling also cancels the checks in flight."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        base = now if self._start_at is None else self._start_at
-        heap: list[tuple[float, int, Job]] = []
-        for seq, job in enumerate(self._jobs):
-            offset = self._offset(job.name, job.interval)
-            job.next_run = base + offset
-            heapq.heappush(heap, (job.next_run, seq, job))
+        self._epoch = now if self._start_at is None else self._start_at
+        heap = self._heap(now, joining=False)
         if not heap:
             self.first_round.set()
         try:
             while True:
                 now = loop.time()
                 self.heartbeat = now
+                if self._dirty:
+                    self._dirty = False
+                    heap = self._heap(now, joining=True)
                 if not heap:
-                    await asyncio.sleep(HEARTBEAT_S)
+                    await self._sleep(HEARTBEAT_S)
                     continue
                 due, seq, job = heap[0]
                 if due > now:
-                    await asyncio.sleep(min(due - now, HEARTBEAT_S))
+                    await self._sleep(min(due - now, HEARTBEAT_S))
                     continue
                 heapq.heappop(heap)
                 if job.busy:

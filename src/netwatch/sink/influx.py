@@ -44,10 +44,10 @@ from typing import Literal, Protocol, Self
 
 import aiohttp
 import structlog
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from netwatch import __version__
-from netwatch.configbase import Duration, SecretFile, Strict, reveal
+from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import Sample
 from netwatch.sink.buffer import Batch, LineBuffer, MemoryBuffer
 from netwatch.sink.lineproto import LineEncoder
@@ -75,7 +75,7 @@ class InfluxConfig(Strict):
     timeout: Duration = Field(default=10.0, description="one write request")
     gzip: bool = True
     tls: Literal["verify", "insecure"] = "verify"
-    ca_file: str | None = None
+    ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the server with")
     max_buffer_points: int = Field(
         default=1_000_000, ge=1000, description="points held while InfluxDB is away; oldest dropped past it"
     )
@@ -83,6 +83,16 @@ class InfluxConfig(Strict):
     retry_max: Duration = Field(
         default=60.0, description="longest wait between retries (also the pace while credentials are refused)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: HttpUrl) -> HttpUrl:
+        # A password in the URL would end up in logs and the API; secrets come from files.
+        if url.username or url.password:
+            raise ValueError("no user:password in the URL; use username_file and password_file")
+        if url.query and any(k in url.query.lower() for k in ("p=", "password", "token", "u=")):
+            raise ValueError("no credentials in the URL's query; use username_file/password_file or token_file")
+        return url
 
     @model_validator(mode="after")
     def _api_needs(self) -> InfluxConfig:
@@ -395,7 +405,7 @@ class InfluxSink:
         self._buffer: LineBuffer = buffer if buffer is not None else MemoryBuffer(max_points=cfg.max_buffer_points)
         self._encoder = encoder if encoder is not None else LineEncoder()
         self._close_timeout = close_timeout
-        self._log = log.bind(instance=instance, url=_url_for_logs(cfg.url), api=cfg.api)
+        self._log = log.bind(instance=instance, url=url_for_logs(cfg.url), api=cfg.api)
         self._transport: _Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -720,7 +730,7 @@ def _failure_kind(status: int | None) -> str:
     return "server_error"
 
 
-def _url_for_logs(url: HttpUrl) -> str:
+def url_for_logs(url: HttpUrl) -> str:
     """Return the URL without any user:password part."""
     host = url.host or ""
     port = f":{url.port}" if url.port else ""
@@ -736,5 +746,6 @@ __all__ = [
     "WriteResult",
     "open_sink",
     "parse_retry_after",
+    "url_for_logs",
     "rejected_points",
 ]

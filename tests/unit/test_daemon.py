@@ -1,0 +1,78 @@
+"""The daemon's reload: a bad file touches nothing; a good one swaps checks without disturbing the rest."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from netwatch import daemon
+from netwatch.model import Outcome, Target
+from netwatch.probes import REGISTRY, ProbeKind
+from netwatch.probes.base import ProbeResources
+from netwatch.probes.ping import PingConfig
+from tests.unit.fakes import FakeProbe
+
+CONFIG = """
+instance: t
+state_dir: {state}
+log: {{format: json}}
+defaults: {{interval: 1s, timeout: 900ms}}
+sites: [{{id: hq, name: HQ}}]
+devices:
+{devices}
+"""
+
+
+def write(path: Path, *devices: str) -> None:
+    lines = "\n".join(f"  - {{id: {d}, site: hq, kind: server, address: 127.0.0.1}}" for d in devices)
+    path.write_text(CONFIG.format(state=path.parent / "state", devices=lines))
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeProbe]:
+    """Replace the ping kind with fake probes that take 600 ms (so a run is often in flight)."""
+    built: dict[str, FakeProbe] = {}
+
+    def build(target: Target, cfg: Any, resources: ProbeResources) -> FakeProbe:
+        probe = FakeProbe(delay=0.6, outcome=Outcome(up=True, reason="ok"))
+        built[target.device] = probe
+        return probe
+
+    monkeypatch.setitem(REGISTRY, "ping", ProbeKind(PingConfig, build))
+    return built
+
+
+async def test_reload_keeps_running_checks_and_their_grid(tmp_path: Path, probes: dict[str, FakeProbe]) -> None:
+    """A broken file is refused with no effect on polling; a good one adds and removes devices while
+    the device that stays keeps its probe, its phase and its run in flight (nothing is cancelled)."""
+    config = tmp_path / "netwatch.yaml"
+    write(config, "d1", "d2")
+    stop, reload = asyncio.Event(), asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(daemon.run(config, stop, reload, configure_logs=lambda level, fmt: None))
+        await asyncio.sleep(2.2)
+        d1 = probes["d1"]
+
+        config.write_text(config.read_text().replace("kind: server", "kind: sever"))
+        reload.set()
+        await asyncio.sleep(2.2)
+        assert any(e["event"] == "config_reload_failed" for e in logs)
+
+        write(config, "d1", "d3")
+        reload.set()
+        await asyncio.sleep(2.2)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    assert probes["d1"] is d1, "an unchanged check keeps its probe (and so its counters)"
+    assert d1.cancelled <= 1, "only the final stop may cancel a run in flight"
+    gaps = [b - a for a, b in zip(d1.calls, d1.calls[1:], strict=False)]
+    assert len(d1.calls) >= 6
+    assert all(abs(g - 1.0) < 0.1 for g in gaps), gaps  # no reset, no skipped tick, no burst
+    assert "d3" in probes and probes["d3"].calls
+    d2_after = [t for t in probes["d2"].calls if t > d1.calls[-1] - 2.0]
+    assert not d2_after, "a removed device is not polled any more"
