@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import structlog
 

@@ -73,6 +73,7 @@ async def test_reload_keeps_running_checks_and_their_grid(tmp_path: Path, probes
     gaps = [b - a for a, b in zip(d1.calls, d1.calls[1:], strict=False)]
     assert len(d1.calls) >= 6
     assert all(abs(g - 1.0) < 0.1 for g in gaps), gaps  # no reset, no skipped tick, no burst
-    assert "d3" in probes and probes["d3"].calls
+    assert "d3" in probes
+    assert probes["d3"].calls
     d2_after = [t for t in probes["d2"].calls if t > d1.calls[-1] - 2.0]
     assert not d2_after, "a removed device is not polled any more"

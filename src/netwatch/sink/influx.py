@@ -746,6 +746,6 @@ __all__ = [
     "WriteResult",
     "open_sink",
     "parse_retry_after",
-    "url_for_logs",
     "rejected_points",
+    "url_for_logs",
 ]
