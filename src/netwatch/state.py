@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
 from netwatch.inventory import Device, Inventory, Link
-from netwatch.model import Observation, Outcome, Sample, now_ns
+from netwatch.model import Observation, Outcome, Sample
+from netwatch.probes import REGISTRY
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +35,9 @@ class StateTracker:
     def __init__(self, inventory: Inventory, emit: Callable[[list[Sample]], None]) -> None:
         self._emit = emit
         self._outcomes: dict[tuple[str, str], Outcome] = {}
-        self._ports: dict[tuple[str, str], bool] = {}
+        #: Checks that report port states, per device: their ports are expected to be known.
+        self._port_reporters: dict[str, set[str]] = {}
+        self._unknown_logged: set[str] = set()
         self._devices: dict[str, _Tracked] = {}
         self._links: dict[str, _Tracked] = {}
         self.apply(inventory)
@@ -49,14 +53,13 @@ class StateTracker:
         self._outcomes = {k: v for k, v in self._outcomes.items() if k in checks}
         self._devices = {k: v for k, v in self._devices.items() if k in inventory.devices}
         self._links = {k: v for k, v in self._links.items() if k in inventory.links}
+        self._port_reporters = {
+            d.id: {c.name for c in d.checks if REGISTRY[c.name].reports_ports} for d in inventory.devices.values()
+        }
 
     def device_state(self, device_id: str) -> str | None:
         """Return the last computed state of a device (None before its first check)."""
         tracked = self._devices.get(device_id)
-        return tracked.state if tracked else None
-
-    def link_state(self, link_id: str) -> str | None:
-        tracked = self._links.get(link_id)
         return tracked.state if tracked else None
 
     def observe(self, obs: Observation) -> None:
@@ -65,9 +68,8 @@ class StateTracker:
         if device is None:  # a check from before a reload that removed the device
             return
         self._outcomes[(obs.device, obs.check)] = obs.outcome
-        for port, up in obs.outcome.ports_up.items():
-            self._ports[(obs.device, port)] = up
-        ts = now_ns()
+        # State is as of when the check finished collecting.
+        ts = obs.started_ns + int(obs.duration_s * 1e9)
         samples = [self._device_sample(device, ts)]
         for link in self._links_by_device.get(obs.device, []):
             sample = self._link_sample(link, ts)
@@ -117,18 +119,56 @@ class StateTracker:
         else:
             log.warning("device_degraded", **context, failing=details)
 
+    def port_state(self, device: str, port: str) -> Literal["up", "down", "unknown", "unmonitored"]:
+        """Return what the latest checks of ``device`` say about ``port``.
+
+        ``unknown`` when the device has a check that reports ports (SNMP) but its latest result
+        does not say (not run yet, failed, or no such port on the device); ``unmonitored`` when
+        none of the device's checks reports ports.
+        """
+        reporters = self._port_reporters.get(device, set())
+        if not reporters:
+            return "unmonitored"
+        for check in reporters:
+            outcome = self._outcomes.get((device, check))
+            if outcome is not None and outcome.up and port in outcome.ports_up:
+                return "up" if outcome.ports_up[port] else "down"
+        return "unknown"
+
     def _link_sample(self, link: Link, ts: int) -> Sample | None:
-        port_states = [self._ports.get((end.device, end.port)) for end in (link.a, link.b)]
-        device_states = [self.device_state(end.device) for end in (link.a, link.b)]
-        if all(s is None for s in port_states) and any(s is None for s in device_states):
-            return None  # nothing known yet
+        """Return the span's state, or None while it cannot be told.
+
+        Up when both ends answer and every end port that is monitored is oper-up; down when an
+        end does not answer or an end port is oper-down. Until both ends have answered once, or
+        while a monitored end port's state is not known, nothing is written (and the reason is
+        logged once): a span is never reported up on a guess.
+        """
+        ends = (link.a, link.b)
+        devices = [self.device_state(end.device) for end in ends]
+        ports = [self.port_state(end.device, end.port) for end in ends]
         why = ""
-        if any(s is False for s in port_states):
-            ends = [f"{e.device}:{e.port}" for e, s in zip((link.a, link.b), port_states, strict=True) if s is False]
-            why = "port down: " + ", ".join(ends)
-        elif any(s == "down" for s in device_states):
-            ends = [e.device for e, s in zip((link.a, link.b), device_states, strict=True) if s == "down"]
-            why = "end device not answering: " + ", ".join(ends)
+        if any(s == "down" for s in devices):
+            why = "end device not answering: " + ", ".join(
+                e.device for e, s in zip(ends, devices, strict=True) if s == "down"
+            )
+        elif "down" in ports:
+            why = "port down: " + ", ".join(
+                f"{e.device}:{e.port}" for e, s in zip(ends, ports, strict=True) if s == "down"
+            )
+        elif any(s is None for s in devices) or "unknown" in ports:
+            unknown = [e for e, s in zip(ends, ports, strict=True) if s == "unknown"]
+            # Say so once, but not while the port-reporting check simply has not run yet.
+            ran = all((e.device, c) in self._outcomes for e in unknown for c in self._port_reporters[e.device])
+            if unknown and ran and link.id not in self._unknown_logged:
+                self._unknown_logged.add(link.id)
+                log.warning(
+                    "link_state_unknown",
+                    link=link.id,
+                    ports=[f"{e.device}:{e.port}" for e in unknown],
+                    why="SNMP does not report these ports (the check fails, or the device has no such port)",
+                )
+            return None
+        self._unknown_logged.discard(link.id)
         state = "down" if why else "up"
         tracked = self._links.setdefault(link.id, _Tracked())
         if state != tracked.state:

@@ -89,3 +89,57 @@ def test_span_down_when_far_end_stops_answering() -> None:
     t.observe(obs("sw1", "ping", False, "timeout"))
     t.observe(obs("sw1", "snmp", False, "timeout"))
     assert dict(last(out, "link").fields) == {"up": 0, "state": "down"}
+
+
+def links(samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s.measurement == "link"]
+
+
+def test_span_is_never_up_on_a_guess() -> None:
+    """Nothing is written for a span until both ends answered, nor while a monitored end port's
+    state is unknown (far end's SNMP failing, or a port name the device does not have)."""
+    t, out = tracker()
+    t.observe(obs("r1", "ping", True))
+    t.observe(obs("r1", "snmp", True, ports={"eth1": True}))
+    assert links(out) == [], "far end has not answered yet"
+
+    t.observe(obs("sw1", "ping", True))
+    with structlog.testing.capture_logs() as logs:
+        t.observe(obs("sw1", "snmp", True, ports={"Gi1/0/2": True}))  # a typo'd or absent port
+        t.observe(obs("sw1", "snmp", True, ports={"Gi1/0/2": True}))
+    assert links(out) == []
+    assert [e["event"] for e in logs] == ["link_state_unknown"]
+    assert logs[0]["ports"] == ["sw1:Gi1/0/1"]
+
+    t.observe(obs("sw1", "snmp", True, ports={"Gi1/0/1": True}))
+    assert dict(links(out)[-1].fields) == {"up": 1, "state": "up"}
+
+    # The far end's SNMP starts timing out while ping still answers: the port state is stale.
+    before = len(links(out))
+    t.observe(obs("sw1", "snmp", False, "timeout"))
+    assert len(links(out)) == before
+
+
+def test_span_between_devices_without_snmp_follows_reachability(tmp_path: Path) -> None:
+    """When neither end has a check that reports ports, a span follows the ends' reachability."""
+    (tmp_path / "c.yaml").write_text(
+        "sites: [{id: hq, name: HQ}]\n"
+        "devices:\n"
+        "  - {id: a, site: hq, kind: switch, address: 127.0.0.1, checks: [ping]}\n"
+        "  - {id: b, site: hq, kind: switch, address: 127.0.0.2, checks: [ping]}\n"
+        "links: [{id: s, a: {device: a, port: p1}, b: {device: b, port: p1}}]\n"
+    )
+    out: list[Sample] = []
+    t = StateTracker(load_config(tmp_path / "c.yaml").inventory, out.extend)
+    t.observe(obs("a", "ping", True))
+    t.observe(obs("b", "ping", True))
+    assert dict(links(out)[-1].fields) == {"up": 1, "state": "up"}
+    t.observe(obs("b", "ping", False, "timeout"))
+    assert dict(links(out)[-1].fields) == {"up": 0, "state": "down"}
+
+
+def test_state_samples_are_stamped_when_the_check_collected() -> None:
+    """device and link samples carry the check's collection time, not the time of processing."""
+    t, out = tracker()
+    t.observe(Observation("ap1", "ping", Outcome(up=True, reason="ok"), 1_000_000_000, 0.5))
+    assert last(out, "device").time_ns == 1_500_000_000

@@ -20,11 +20,13 @@ class ProbeKind:
 
     config: type[Strict]
     build: ProbeFactory
+    #: Whether its outcomes carry port states (Outcome.ports_up), so span ends can be judged.
+    reports_ports: bool = False
 
 
 REGISTRY: dict[str, ProbeKind] = {
     "ping": ProbeKind(ping.PingConfig, ping.build),
-    "snmp": ProbeKind(snmp.SnmpConfig, snmp.build),
+    "snmp": ProbeKind(snmp.SnmpConfig, snmp.build, reports_ports=True),
 }
 
 __all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]
