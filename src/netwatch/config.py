@@ -58,9 +58,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 def _known_check(name: str) -> str:
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
-        hint = difflib.get_close_matches(name, list(REGISTRY), n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(f"unknown check {name!r}{suggestion}; known checks: {known}")
+        raise ValueError(f"unknown check {name!r}{_suggest(name, REGISTRY)}; known checks: {known}")
     return name
 
 
@@ -69,6 +67,10 @@ def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
+        # "10.20.51" or "10.0.0.300" would be taken as a host name, and the resolver turns the
+        # first into 10.20.0.51: a different device. Dotted numbers must be a valid IPv4 address.
+        if re.fullmatch(r"[0-9.]+", value):
+            raise ValueError(f"{value!r} is not a valid IPv4 address") from None
         if not _HOSTNAME.match(value):
             raise ValueError(f"{value!r} is neither an IP address nor a host name") from None
     return value
@@ -77,6 +79,7 @@ def _address(value: str) -> str:
 CheckName = Annotated[str, AfterValidator(_known_check), WithJsonSchema({"enum": sorted(REGISTRY)})]
 Address = Annotated[str, AfterValidator(_address)]
 Interval = Annotated[Duration, Field(ge=1.0)]
+Timeout = Annotated[Duration, Field(gt=0.0)]
 
 
 class Location(Strict):
@@ -134,12 +137,12 @@ class _CommonSettings(Strict):
 
     checks: list[CheckName] | None = Field(default=None, description="checks to run; [] = push only")
     interval: Interval | None = None
-    timeout: Duration | None = Field(default=None, description="longest one check may take")
+    timeout: Timeout | None = Field(default=None, description="longest one check may take")
 
 
 class _DefaultsBase(Strict):
     interval: Interval = 30.0
-    timeout: Duration = 10.0
+    timeout: Timeout = 10.0
 
 
 class _DeviceBase(_CommonSettings):
@@ -150,7 +153,6 @@ class _DeviceBase(_CommonSettings):
     address: Address
     parents: list[Id] = Field(default_factory=list, description="upstream devices (several = redundant)")
     ports: list[str] = Field(default_factory=list, description="ports to poll besides the span ends")
-    tags: dict[str, str] = Field(default_factory=dict)
 
 
 def _per_kind_fields(*, with_defaults: bool) -> dict[str, Any]:

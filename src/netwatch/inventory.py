@@ -8,7 +8,7 @@ are checked here, because only the merge tells whether, say, an SNMP community i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from netwatch.config import DEFAULT_CHECKS, Config
@@ -46,7 +46,6 @@ class Device:
     parents: tuple[str, ...]
     checks: tuple[CheckSpec, ...]
     target: Target
-    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +78,6 @@ class Inventory:
     sites: Mapping[str, Site]
     devices: Mapping[str, Device]
     links: Mapping[str, Link]
-
-    def links_of(self, device: str) -> list[Link]:
-        """Return the spans that end on ``device``."""
-        return [link for link in self.links.values() if device in (link.a.device, link.b.device)]
-
-    def children(self, device: str) -> list[Device]:
-        """Return the devices that list ``device`` among their parents."""
-        return [d for d in self.devices.values() if device in d.parents]
 
 
 def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
@@ -153,6 +144,17 @@ def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
                 (("devices", index, name), f"{dev.id}: {p} (set it in defaults.{name} or on the device)")
                 for p in getattr(merged, "problems", lambda: [])()
             )
+            # A probe's own retries must fit in the check's timeout, or the scheduler's timeout
+            # fires first and the probe's diagnosis ("check the community") is lost.
+            budget = getattr(merged, "budget_s", lambda: 0.0)()
+            if budget >= timeout:
+                problems.append(
+                    (
+                        ("devices", index, name),
+                        f"{dev.id}: {name} may take {budget:g}s ({merged.budget_text()}), "
+                        f"which does not fit in the check timeout {timeout:g}s",
+                    )
+                )
             specs.append(CheckSpec(name, interval, timeout, merged))
         target = Target(
             device=dev.id,
@@ -170,6 +172,5 @@ def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
             parents=tuple(dev.parents),
             checks=tuple(specs),
             target=target,
-            tags=dict(dev.tags),
         )
     return Inventory(sites=sites, devices=devices, links=links), problems

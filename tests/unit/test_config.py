@@ -36,6 +36,10 @@ BAD = [
     ("bad-address.yaml", "4: devices[0].address: '10.0.0.300 x' is neither an IP address nor a host name"),
     ("bad-v3-incomplete.yaml", "8: devices[0].snmp: r1: SNMPv3 authPriv needs priv_key_file"),
     ("bad-port-twice.yaml", "9: links[1].a.port: port r1:eth0 already ends span 's1'"),
+    ("bad-budget.yaml", "7: devices[0].snmp: r1: snmp may take 8s (timeout 2s x 4 tries), which does not fit"),
+    ("bad-dotted-address.yaml", "4: devices[0].address: '10.20.51' is not a valid IPv4 address"),
+    ("bad-zero-timeout.yaml", "2: defaults.timeout: Input should be greater than 0"),
+    ("bad-url-credentials.yaml", "2: influxdb.url: no user:password in the URL; use username_file"),
 ]
 
 
@@ -137,3 +141,18 @@ def test_schema_is_json_and_knows_the_keys() -> None:
     defs = schema["$defs"]
     assert "snmp" in defs["DeviceConfig"]["properties"]
     assert "ping" in defs["DeviceConfig"]["properties"]
+
+
+def test_snmp_version_may_be_written_as_a_number(tmp_path: Path) -> None:
+    """`version: 3` (a YAML integer) means SNMPv3, `version: 2` means v2c."""
+    (tmp_path / "k").write_text("key-material")
+    (tmp_path / "c.yaml").write_text(
+        "sites: [{id: hq, name: HQ}]\n"
+        "devices:\n"
+        "  - {id: r1, site: hq, kind: router, address: 127.0.0.1,\n"
+        "     snmp: {version: 3, user: nw, auth_key_file: k, priv_key_file: k}}\n"
+        "  - {id: r2, site: hq, kind: router, address: 127.0.0.2, snmp: {version: 2, community_file: k}}\n"
+    )
+    devices = load_config(tmp_path / "c.yaml").inventory.devices
+    assert devices["r1"].checks[1].config.version == "3"
+    assert devices["r2"].checks[1].config.version == "2c"

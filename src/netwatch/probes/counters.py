@@ -60,13 +60,16 @@ def rate(
     elapsed_s: float,
     *,
     max_per_s: float | None = None,
+    wrap_guard: bool = True,
 ) -> float | None:
     """Return the counter's increase per second between two readings, or None.
 
     None when there is no previous reading, no time passed, the readings are not comparable
     (:func:`delta`), the rate exceeds ``max_per_s`` (when the link speed gives one), or a 32-bit
     counter could have wrapped more than once in ``elapsed_s`` at ``max_per_s`` (then any answer
-    would be a guess).
+    would be a guess). ``wrap_guard=False`` skips that last test, for counters (errors, discards)
+    whose ceiling is a theoretical bound they never come near: at 100 Gb/s the minimum-frame packet
+    rate would wrap a Counter32 twice in 30 s, yet no port counts errors that fast.
     """
     if prev is None or not math.isfinite(elapsed_s) or elapsed_s <= 0:
         return None
@@ -77,7 +80,7 @@ def rate(
     if max_per_s is not None and max_per_s > 0:
         if per_s > max_per_s:
             return None
-        if cur.width == 32 and max_per_s * elapsed_s >= 1 << 32:
+        if wrap_guard and cur.width == 32 and max_per_s * elapsed_s >= 1 << 32:
             return None
     return per_s
 

@@ -26,6 +26,13 @@ class PingConfig(Strict):
     #: ``auto`` takes datagram sockets where the kernel allows them, raw ones otherwise.
     socket: Literal["auto", "raw", "datagram"] = "auto"
 
+    def budget_s(self) -> float:
+        """Return how long one check may take: the requests' spacing, then the last reply's wait."""
+        return (self.count - 1) * self.spacing + self.wait
+
+    def budget_text(self) -> str:
+        return f"{self.count} requests {self.spacing:g}s apart, then {self.wait:g}s for the last reply"
+
 
 @cache
 def datagram_allowed() -> bool:

@@ -8,12 +8,12 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import structlog
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
@@ -49,12 +49,17 @@ AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
 PrivProtocol = Literal["DES", "AES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
 
 
+def _version(value: object) -> object:
+    # YAML reads `version: 3` as an integer and `version: 2c` as a string; take both spellings.
+    return {2: "2c", "2": "2c", 3: "3"}.get(value, value) if isinstance(value, int | str) else value
+
+
 class SnmpConfig(Strict):
     """How to talk SNMP to a device. Every key is optional so that it can be layered
     (``defaults.snmp`` -> ``defaults.kinds.<kind>.snmp`` -> ``devices[].snmp``); what a version
     requires is checked on the merged result by :meth:`problems`."""
 
-    version: Literal["2c", "3"] = "2c"
+    version: Annotated[Literal["2c", "3"], BeforeValidator(_version)] = "2c"
     port: int = Field(default=161, ge=1, le=65535)
     community_file: SecretFile | None = None
     user: str | None = Field(default=None, description="SNMPv3 user name")
@@ -69,6 +74,13 @@ class SnmpConfig(Strict):
     max_oids_per_request: int = Field(default=40, ge=1, le=200)
     optics: bool = Field(default=True, description="read optical power from ENTITY-SENSOR-MIB")
     rediscover: Duration = Field(default=3600.0, description="re-read port and sensor indexes this often")
+
+    def budget_s(self) -> float:
+        """Return how long one request may take with its retries (it must fit in the check timeout)."""
+        return self.timeout * (self.retries + 1)
+
+    def budget_text(self) -> str:
+        return f"timeout {self.timeout:g}s x {self.retries + 1} tries"
 
     def problems(self) -> list[str]:
         """Return what this (merged) config lacks for its SNMP version."""
@@ -580,6 +592,7 @@ class SnmpProbe:
                     current[key],
                     elapsed,
                     max_per_s=octets if per_octet else packets,
+                    wrap_guard=per_octet,
                 )
                 if per_s is None:
                     continue

@@ -159,3 +159,11 @@ def test_uptime_jitter_is_tolerated() -> None:
     """A response that took a while, or a slightly slow agent clock, is not a reboot."""
     assert not uptime_reset(100_000, 102_500, 30.0)  # advanced 25 s in 30 s: within slack
     assert not uptime_reset(100_000, 100_000, 0.5)
+
+
+def test_error_rates_on_a_100g_port_at_30_s() -> None:
+    """Error counters (32-bit) on a 100G port still give a rate at a 30 s interval: the theoretical
+    minimum-frame packet rate would wrap them twice, but errors never come near it."""
+    limit = max_packets_per_s(100_000_000_000)
+    assert rate(Reading(1000, 32), Reading(1600, 32), 30.0, max_per_s=limit, wrap_guard=False) == 20.0
+    assert rate(Reading(1000, 32), Reading(1600, 32), 30.0, max_per_s=limit) is None
