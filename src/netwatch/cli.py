@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb == "check-config":
         return _check_config(Path(args.file))
     if args.verb == "probe":
+        logs.configure("warning")  # to stderr, so that --json output stays clean
         loaded = _load_or_report(Path(args.config))
         if loaded is None:
             return 1

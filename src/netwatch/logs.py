@@ -40,7 +40,8 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            # Library records (asyncio, aiohttp) carry exc_info too: render it as text in JSON.
+            foreign_pre_chain=[*shared, structlog.processors.format_exc_info] if json_out else shared,
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

@@ -11,6 +11,7 @@ import json
 import sys
 
 from netwatch.config import Loaded
+from netwatch.inventory import Device
 from netwatch.model import Outcome, Sample
 from netwatch.probes import REGISTRY, ProbeResources
 from netwatch.scheduler import Job, run_check
@@ -123,4 +124,20 @@ async def probe_device(
             print()
     finally:
         await resources.aclose()
-    return 0 if all(o.up for o in outcomes) else 1
+    missing = _unreported_ports(device, jobs, outcomes)
+    if missing:
+        print(f"{device.id}: no such port(s) on the device: {', '.join(missing)}", file=sys.stderr)
+    return 0 if all(o.up for o in outcomes) and not missing else 1
+
+
+def _unreported_ports(device: Device, jobs: list[Job], outcomes: list[Outcome]) -> list[str]:
+    """Return the configured ports a successful port-reporting check did not find (typos, mostly)."""
+    seen: set[str] = set()
+    reporting = False
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if REGISTRY[job.check].reports_ports and outcome.up:
+            reporting = True
+            seen |= set(outcome.ports_up)
+    if not reporting:
+        return []
+    return [p.name for p in device.target.ports if p.name not in seen]

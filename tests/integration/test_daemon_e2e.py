@@ -227,5 +227,17 @@ def test_check_config_and_probe_commands(tmp_path: Path, influxd: InfluxdServer,
     assert "optics" in probe.stdout
     assert "rx_dbm=-3.1" in probe.stdout
     assert "nw-test-community" not in probe.stdout + probe.stderr
+    as_json = subprocess.run(
+        [NETWATCH, "probe", "-c", str(config), "core-ch", "--json"], capture_output=True, text=True, timeout=30
+    )
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]  # nothing but JSON on stdout
+    assert {r["measurement"] for r in records if "measurement" in r} >= {"ping", "system", "interface", "optics"}
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(config.read_text().replace("ports: [xe-0/0/4]", "ports: [xe-0/0/44]"))
+    out = subprocess.run([NETWATCH, "probe", "-c", str(typo), "core-ch"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "no such port(s) on the device: xe-0/0/44" in out.stderr
+
     databases = influxd.series("SHOW DATABASES")
     assert ["probe_nothing_written"] not in databases[0]["values"]
