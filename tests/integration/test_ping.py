@@ -24,5 +24,9 @@ async def test_host_that_stops_answering_is_down_with_full_loss(test_host: Netns
     assert fields == {"up": 0, "sent": 3, "received": 0, "loss_pct": 100.0}
 
     test_host.link(up=True)
-    back = await probe.check()
-    assert back.up
+    # The veth needs a moment for carrier and neighbour resolution after coming back up.
+    for _ in range(10):
+        back = await probe.check()
+        if back.up:
+            break
+    assert back.up, back.detail

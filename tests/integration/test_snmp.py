@@ -415,3 +415,28 @@ async def test_same_v3_user_with_different_keys_on_two_agents(
         assert len([k for k in resources.shared if k.startswith("snmp_engine")]) == 2
     finally:
         stop(other.proc)
+
+
+async def test_discovery_longer_than_the_check_timeout_completes_across_checks(
+    snmp_agent: SnmpServer, resources: ProbeResources
+) -> None:
+    """A slow agent whose port and sensor walk takes longer than one check may still gets polled:
+    the walk goes on after a check times out, and a later check uses its result."""
+    snmp_agent.state["walk_delay_s"] = 0.02  # each walk step 20 ms: the whole discovery takes ~2-3 s
+    snmp_agent.write()
+    probe = build(TARGET, v2c(snmp_agent, timeout=1.0, retries=0), resources)
+    outcomes = []
+    for _ in range(10):
+        try:
+            async with asyncio.timeout(1.2):  # what the scheduler does with a 1.2 s check timeout
+                outcomes.append(await probe.check())
+        except TimeoutError:
+            outcomes.append(None)
+        if outcomes[-1] is not None and outcomes[-1].up:
+            break
+    assert outcomes[0] is None, "the first check cannot finish the walk in time"
+    final = outcomes[-1]
+    assert final is not None
+    assert final.up, final.detail
+    assert by(final, "interface").keys() >= {"xe-0/0/1", "xe-0/0/2"}
+    assert "xe-0/0/1" in by(final, "optics")

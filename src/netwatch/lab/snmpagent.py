@@ -20,6 +20,7 @@ State file (every key optional)::
 
     {
       "epoch": 1767225600.0,              # when the values below held; default: file mtime
+      "walk_delay_s": 0.0,                # each getnext takes this long (a slow agent)
       "system": {"descr": "...", "object_id": "1.3.6.1.4.1.8072.3.2.10", "uptime_s": 86400,
                  "contact": "", "name": "lab-r1", "location": "", "services": 6},
       "interfaces": [
@@ -306,6 +307,8 @@ class Agent:
         self.clock = clock
         self._sig: tuple[int, int, int] | None = None
         self.tree = Tree({}, clock(), roots)
+        #: Seconds each getnext (a walk step) takes: a slow agent, for tests of long discoveries.
+        self.walk_delay_s = 0.0
 
     def refresh(self) -> None:
         """Reload the state if the file changed; keep the last good state if it is unreadable."""
@@ -326,6 +329,8 @@ class Agent:
             return
         epoch = state.get("epoch")
         self.tree = Tree(state, float(epoch) if isinstance(epoch, (int, float)) else st.st_mtime, self.roots)
+        delay = state.get("walk_delay_s", 0.0)
+        self.walk_delay_s = float(delay) if isinstance(delay, (int, float)) else 0.0
         self._sig = sig
 
     def handle(self, command: str, oid_text: str) -> str:
@@ -334,6 +339,8 @@ class Agent:
         oid = parse_oid(oid_text)
         if oid is None:
             return "NONE\n"
+        if command == "getnext" and self.walk_delay_s > 0:
+            time.sleep(self.walk_delay_s)
         now = self.clock()
         found = self.tree.get(oid, now) if command == "get" else self.tree.getnext(oid, now)
         if found is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
@@ -455,6 +457,7 @@ class SnmpProbe:
         self._sensors: list[Sensor] = []
         self._missing: tuple[str, ...] = ()
         self._discovered_at: float | None = None
+        self._discovery: asyncio.Task[None] | None = None
         # The previous poll, the base for rates
         self._prev_uptime: int | None = None
         self._prev_at: float | None = None
@@ -474,7 +477,7 @@ class SnmpProbe:
     async def _poll(self) -> Outcome:
         discovered = False
         if self._discovered_at is None or time.monotonic() - self._discovered_at >= self._cfg.rediscover:
-            await self._discover()
+            await self._discover_shielded()
             discovered = True
         values, at, ts = await self._read()
         uptime = self._uptime(values)
@@ -484,7 +487,7 @@ class SnmpProbe:
         vanished = self._vanished(values) and time.monotonic() - (self._discovered_at or 0) >= VANISHED_RETRY_S
         if (rebooted or vanished) and not discovered:
             # After a reboot or a line-card swap, ifIndex values may have moved: look again.
-            await self._discover()
+            await self._discover_shielded()
             values, at, ts = await self._read()
             uptime = self._uptime(values)
         if rebooted:
@@ -630,6 +633,27 @@ class SnmpProbe:
         ]
 
     # -- discovery -------------------------------------------------------------------------
+
+    async def _discover_shielded(self) -> None:
+        """Discover in a task of its own that outlives the check's timeout.
+
+        Walking a big chassis (thousands of ENTITY-MIB rows) over a slow link can take longer
+        than one check may; if the check's timeout threw the walk away, such a device would never
+        be polled. The walk goes on in the background and the next check picks it up (or its
+        result). It is cancelled when the daemon closes its SNMP resources.
+        """
+        task = self._discovery
+        if task is None or task.done():
+            task = asyncio.create_task(self._discover(), name=f"snmp-discovery/{self._target.device}")
+            task.add_done_callback(_retrieve)
+            self._discovery = task
+            tasks: weakref.WeakSet[asyncio.Task[None]] | None = self._resources.shared.get("snmp_discovery")
+            if tasks is None:
+                tasks = weakref.WeakSet()
+                self._resources.shared["snmp_discovery"] = tasks
+                self._resources.closers.append(lambda: [t.cancel() for t in list(tasks)])
+            tasks.add(task)
+        await asyncio.shield(task)
 
     async def _discover(self) -> None:
         """Find the ifIndex of each configured port, and the optics sensors that belong to them.
@@ -878,6 +902,13 @@ def _index_by_text(column: dict[Oid, Any]) -> dict[str, int]:
 
 def _fmt(oid: Iterable[int]) -> str:
     return ".".join(str(part) for part in oid)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # A discovery that failed after its check gave up is reported by the next check's own
+    # discovery; fetch the exception so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 def build(target: Target, cfg: SnmpConfig, resources: ProbeResources) -> Probe:
