@@ -369,8 +369,7 @@ async def test_one_engine_is_shared_and_closed(snmp_agent: SnmpServer) -> None:
     b = build(TARGET, v2c(snmp_agent, optics=False), res)
     assert (await a.check()).up
     assert (await b.check()).up
-    assert "snmp_engine" in res.shared
-    assert len(res.closers) == 1
+    assert [k for k in res.shared if k.startswith("snmp_engine")] == ["snmp_engine"]
     await res.aclose()
     assert res.closers == []
 

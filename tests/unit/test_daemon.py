@@ -20,7 +20,7 @@ CONFIG = """
 instance: t
 state_dir: {state}
 log: {{format: json}}
-defaults: {{interval: 1s, timeout: 900ms}}
+defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 500ms}}}}
 sites: [{{id: hq, name: HQ}}]
 devices:
 {devices}

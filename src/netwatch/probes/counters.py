@@ -95,6 +95,21 @@ def max_packets_per_s(speed_bps: int) -> float | None:
     return PLAUSIBLE_FACTOR * speed_bps / MIN_FRAME_BITS if speed_bps > 0 else None
 
 
+def rate_interval(prev_ticks: int, cur_ticks: int, wall_s: float) -> float:
+    """Return the seconds to divide counter increases by: the agent's own clock when it is sane.
+
+    sysUpTime is read in the same request as the counters, so its delta is the time between the
+    two samplings as the agent saw it; the wall-clock delta between our two responses also holds
+    the jitter of two round trips (tens of ms on a busy host: several per cent of a short
+    interval). The agent's clock is used when it agrees with the wall clock to within a quarter.
+    """
+    ticks = (cur_ticks - prev_ticks) % TICKS_WRAP
+    agent_s = ticks / TICKS_PER_S
+    if wall_s > 0 and 0.75 * wall_s <= agent_s <= 1.25 * wall_s:
+        return agent_s
+    return wall_s
+
+
 def uptime_reset(prev_ticks: int, cur_ticks: int, elapsed_s: float) -> bool:
     """Tell whether sysUpTime shows a restart between two polls ``elapsed_s`` apart.
 

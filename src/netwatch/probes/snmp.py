@@ -41,6 +41,7 @@ from netwatch.probes.counters import (
     max_octets_per_s,
     max_packets_per_s,
     rate,
+    rate_interval,
     uptime_reset,
 )
 
@@ -493,7 +494,9 @@ class SnmpProbe:
         if rebooted:
             self._history.clear()
         samples = [Sample("system", self._system_tags, {"uptime_s": uptime // 100, "rebooted": int(rebooted)}, ts)]
-        elapsed = None if self._prev_at is None or rebooted else at - self._prev_at
+        elapsed = None
+        if self._prev_at is not None and self._prev_uptime is not None and not rebooted:
+            elapsed = rate_interval(self._prev_uptime, uptime, at - self._prev_at)
         ports_up: dict[str, bool] = {}
         for name, port in self._ports.items():
             sample = self._interface_sample(port, values, elapsed, ts)

@@ -167,3 +167,12 @@ def test_error_rates_on_a_100g_port_at_30_s() -> None:
     limit = max_packets_per_s(100_000_000_000)
     assert rate(Reading(1000, 32), Reading(1600, 32), 30.0, max_per_s=limit, wrap_guard=False) == 20.0
     assert rate(Reading(1000, 32), Reading(1600, 32), 30.0, max_per_s=limit) is None
+
+
+def test_rate_interval_prefers_the_agents_clock() -> None:
+    """The agent's sysUpTime delta is the interval when it agrees with the wall clock; else wall time."""
+    from netwatch.probes.counters import rate_interval
+
+    assert rate_interval(1000, 1100, 1.04) == 1.0  # 40 ms of round-trip jitter is not traffic
+    assert rate_interval(TICKS_WRAP - 50, 50, 1.0) == 1.0  # sysUpTime wrapped in between
+    assert rate_interval(1000, 1100, 5.0) == 5.0  # an agent clock that disagrees is not trusted
