@@ -112,7 +112,11 @@ def _run(path: Path) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload.set)
         await daemon.run(path, stop, reload, loaded=loaded)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except daemon.StartupError as exc:
+        print(f"netwatch: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,6 +30,7 @@ from pydantic import (
 from netwatch.configbase import SECRET_KEYS, Duration, Strict
 from netwatch.probes import REGISTRY
 from netwatch.sink.influx import InfluxConfig
+from netwatch.sink.spool import SpoolConfig
 from netwatch.yamlpos import KeyPath, line_for, load_with_lines
 
 DeviceKind = Literal["router", "switch", "wifi_ap", "access_panel", "camera", "server", "other"]
@@ -188,7 +189,8 @@ class Config(Strict):
 
     instance: Id = Field(default_factory=_default_instance, description="name of this netwatch")
     state_dir: Path = Path("/var/lib/netwatch")
-    influxdb: InfluxConfig | None = Field(default=None, description="absent: nothing is written")
+    influxdb: InfluxConfig | None = Field(default=None, description="absent: points are only kept in the spool")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: Defaults = Field(default_factory=Defaults)

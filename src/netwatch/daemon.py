@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from netwatch.model import Observation, Sample, now_ns
 from netwatch.probes import REGISTRY, Probe, ProbeResources
 from netwatch.scheduler import Job, Scheduler
 from netwatch.sink.influx import Sink, open_sink, url_for_logs
+from netwatch.sink.spool import SqliteSpool
 from netwatch.state import StateTracker
 
 log = structlog.get_logger(__name__)
@@ -141,7 +143,8 @@ async def run(
         influxdb=url_for_logs(cfg.influxdb.url) if cfg.influxdb else None,
     )
     resources = ProbeResources()
-    async with open_sink(cfg.influxdb, instance=cfg.instance) as sink:
+    spool = open_spool(cfg)
+    async with open_sink(cfg.influxdb, instance=cfg.instance, buffer=spool) as sink:
         pipeline = Pipeline(running, sink)
         probes: ProbeCache = {}
         scheduler = Scheduler(
@@ -177,8 +180,23 @@ async def run(
             log.info("netwatch_stopping", instance=running.config.instance)
 
 
+class StartupError(Exception):
+    """Something outside the config file keeps the daemon from starting (state_dir, ports)."""
+
+
+def open_spool(cfg: Config) -> SqliteSpool:
+    """Open (and recover) the spool under ``state_dir``; what it holds is delivered first."""
+    path = cfg.state_dir / "spool.db"
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        return SqliteSpool(path, max_bytes=int(cfg.spool.max_bytes))
+    except (OSError, sqlite3.Error) as exc:
+        raise StartupError(f"cannot open the spool {path}: {exc} (state_dir must be writable)") from exc
+
+
 def _warn_restart_needed(old: Config, new: Config) -> None:
     """Say which changed settings only take effect after a restart (the sink outlives reloads)."""
-    changed = [key for key in ("influxdb", "state_dir", "instance") if getattr(old, key) != getattr(new, key)]
+    keys = ("influxdb", "state_dir", "spool", "instance")
+    changed = [key for key in keys if getattr(old, key) != getattr(new, key)]
     if changed:
         log.warning("config_needs_restart", keys=changed, why="the sink and its state are kept across reloads")

@@ -39,11 +39,12 @@ from netwatch.sink.influx import (
     STATS_KEYS,
     InfluxConfig,
     InfluxSink,
-    NullSink,
+    SpoolOnlySink,
     open_sink,
     parse_retry_after,
     rejected_points,
 )
+from netwatch.sink.spool import SqliteSpool
 
 # -- a scripted InfluxDB -------------------------------------------------------------------------
 
@@ -400,10 +401,10 @@ async def test_close_gives_up_at_its_deadline(influx: ScriptedInflux) -> None:
 
 
 async def test_buffer_full_drops_oldest_and_logs_once(influx: ScriptedInflux) -> None:
-    """Past max_buffer_points the oldest points go, counted exactly, with one error log."""
+    """Past the memory buffer's cap the oldest points go, counted exactly, with one error log."""
     influx.then = Reply(503, "down")
     with capture_logs() as logs:
-        sink = InfluxSink(config(influx, max_buffer_points=1000), instance="t", close_timeout=0.2)
+        sink = InfluxSink(config(influx), instance="t", close_timeout=0.2, max_memory_points=1000)
         async with sink:
             sink.submit(pings(1500))
             sink.submit(pings(10, start=1500))
@@ -441,16 +442,18 @@ async def test_v2_write_honours_retry_after(influx: ScriptedInflux, tmp_path: Pa
 # -- the Sink contract ----------------------------------------------------------------------------
 
 
-async def test_null_sink_counts_and_discards() -> None:
-    """Without an influxdb section, samples are counted and discarded (and say so)."""
-    async with open_sink(None, instance="t") as sink:
-        assert isinstance(sink, NullSink)
+async def test_spool_only_sink_keeps_samples(tmp_path: Path) -> None:
+    """Without an influxdb section, samples are kept in the spool (for a later InfluxDB) and counted."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=1_000_000)
+    async with open_sink(None, instance="t", buffer=spool) as sink:
+        assert isinstance(sink, SpoolOnlySink)
         sink.submit(pings(4))
         sink.submit(iter(pings(2)))
         stats = sink.stats()
     assert stats["points_collected"] == 6
-    assert stats["points_dropped"] == 6
+    assert stats["buffer_points"] == 6
     assert balanced(stats)
+    assert SqliteSpool(tmp_path / "spool.db", max_bytes=1_000_000).recovered == 6
 
 
 async def test_open_sink_with_config_writes(influx: ScriptedInflux) -> None:
@@ -460,7 +463,9 @@ async def test_open_sink_with_config_writes(influx: ScriptedInflux) -> None:
     assert sink.stats()["points_written"] == 2
 
 
-@pytest.mark.parametrize("make", [NullSink, lambda: InfluxSink(InfluxConfig(), instance="t")])
+@pytest.mark.parametrize(
+    "make", [lambda: SpoolOnlySink(MemoryBuffer(max_points=1000)), lambda: InfluxSink(InfluxConfig(), instance="t")]
+)
 def test_stats_are_the_netwatch_measurement_fields(make: Callable[[], Any]) -> None:
     """stats() keys are contract fields of measurement netwatch, with the declared types."""
     stats = make().stats()

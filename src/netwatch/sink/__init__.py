@@ -1,7 +1,7 @@
 """Where samples go: line protocol, buffering, InfluxDB."""
 
 from netwatch.sink.buffer import Batch, LineBuffer, MemoryBuffer
-from netwatch.sink.influx import STATS_KEYS, InfluxConfig, InfluxSink, NullSink, Sink, open_sink
+from netwatch.sink.influx import STATS_KEYS, InfluxConfig, InfluxSink, Sink, SpoolOnlySink, open_sink
 from netwatch.sink.lineproto import EncodeStats, LineEncoder
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "LineBuffer",
     "LineEncoder",
     "MemoryBuffer",
-    "NullSink",
     "Sink",
+    "SpoolOnlySink",
     "open_sink",
 ]

@@ -37,6 +37,8 @@ class LineBuffer(Protocol):
 
     #: True when lines survive a restart; the sink counts what is left at close as lost otherwise.
     durable: bool
+    #: Lines found in the buffer when it was opened (a durable spool's backlog from before a restart).
+    recovered: int
 
     def append(self, lines: Sequence[str]) -> None:
         """Add lines at the back; drop (and count) the oldest waiting lines past the cap."""
@@ -83,6 +85,7 @@ class MemoryBuffer:
     """
 
     durable = False
+    recovered = 0
 
     def __init__(self, *, max_points: int) -> None:
         if max_points < 1:

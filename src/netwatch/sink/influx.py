@@ -35,7 +35,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC
@@ -76,9 +76,6 @@ class InfluxConfig(Strict):
     gzip: bool = True
     tls: Literal["verify", "insecure"] = "verify"
     ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the server with")
-    max_buffer_points: int = Field(
-        default=1_000_000, ge=1000, description="points held while InfluxDB is away; oldest dropped past it"
-    )
     retry_initial: Duration = Field(default=1.0, description="first wait before retrying a failed write")
     retry_max: Duration = Field(
         default=60.0, description="longest wait between retries (also the pace while credentials are refused)"
@@ -131,11 +128,16 @@ class Sink(Protocol):
         ...
 
 
-class NullSink:
-    """The sink when no InfluxDB is configured: counts samples and discards them."""
+class SpoolOnlySink:
+    """The sink when no InfluxDB is configured: samples are kept in the spool, up to its cap.
 
-    def __init__(self) -> None:
-        self._collected = 0
+    Nothing is sent, so the spool fills to its cap and then keeps the newest points; configure
+    InfluxDB later and the daemon delivers what the spool still holds.
+    """
+
+    def __init__(self, buffer: LineBuffer, *, encoder: LineEncoder | None = None) -> None:
+        self._buffer = buffer
+        self._encoder = encoder if encoder is not None else LineEncoder()
 
     async def __aenter__(self) -> Self:
         return self
@@ -143,18 +145,21 @@ class NullSink:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        return None
+        await self._buffer.aclose()
 
     def submit(self, samples: Iterable[Sample]) -> None:
-        self._collected += sum(1 for _ in samples)
+        lines = self._encoder.encode_many(samples)
+        if lines:
+            self._buffer.append(lines)
 
     def stats(self) -> dict[str, int | float]:
+        enc = self._encoder.stats
         return {
-            "points_collected": self._collected,
+            "points_collected": enc.samples + self._buffer.recovered,
             "points_written": 0,
-            "points_dropped": self._collected,
+            "points_dropped": enc.points_dropped + self._buffer.dropped,
             "points_rejected": 0,
-            "buffer_points": 0,
+            "buffer_points": len(self._buffer),
             "batches_written": 0,
             "batch_points_avg": 0.0,
             "write_latency_ms": 0.0,
@@ -162,18 +167,15 @@ class NullSink:
         }
 
 
-def open_sink(cfg: InfluxConfig | None, *, instance: str) -> AbstractAsyncContextManager[Sink]:
-    """Return the sink for this config: an :class:`InfluxSink`, or a :class:`NullSink` without one."""
+def open_sink(
+    cfg: InfluxConfig | None, *, instance: str, buffer: LineBuffer | None = None
+) -> AbstractAsyncContextManager[Sink]:
+    """Return the sink for this config: an :class:`InfluxSink` writing from ``buffer`` (the
+    durable spool; memory when None), or a :class:`SpoolOnlySink` when no InfluxDB is configured."""
     if cfg is None:
-        return _open_null(instance)
-    return InfluxSink(cfg, instance=instance)
-
-
-@contextlib.asynccontextmanager
-async def _open_null(instance: str) -> AsyncIterator[Sink]:
-    log.info("sink_discarding", instance=instance, why="no influxdb section in the config")
-    async with NullSink() as sink:
-        yield sink
+        log.info("sink_spool_only", instance=instance, why="no influxdb section in the config")
+        return SpoolOnlySink(buffer if buffer is not None else MemoryBuffer(max_points=1_000_000))
+    return InfluxSink(cfg, instance=instance, buffer=buffer)
 
 
 # -- transports ----------------------------------------------------------------------------------
@@ -399,10 +401,12 @@ class InfluxSink:
         buffer: LineBuffer | None = None,
         encoder: LineEncoder | None = None,
         close_timeout: float = 5.0,
+        max_memory_points: int = 1_000_000,
     ) -> None:
         self._cfg = cfg
         self._instance = instance
-        self._buffer: LineBuffer = buffer if buffer is not None else MemoryBuffer(max_points=cfg.max_buffer_points)
+        # The daemon passes its durable spool; a memory buffer serves tools and tests.
+        self._buffer: LineBuffer = buffer if buffer is not None else MemoryBuffer(max_points=max_memory_points)
         self._encoder = encoder if encoder is not None else LineEncoder()
         self._close_timeout = close_timeout
         self._log = log.bind(instance=instance, url=url_for_logs(cfg.url), api=cfg.api)
@@ -514,7 +518,7 @@ class InfluxSink:
             self._buffer_full_logged = True
             self._log.error(
                 "influx_buffer_full",
-                max_buffer_points=self._cfg.max_buffer_points,
+                held_points=len(buffer),
                 why="InfluxDB has not taken points for a while; the oldest are being dropped",
             )
         if self._first_at is None:
@@ -538,7 +542,7 @@ class InfluxSink:
             + self._extra_collected
         )
         return {
-            "points_collected": enc.samples + self._extra_collected,
+            "points_collected": enc.samples + self._extra_collected + self._buffer.recovered,
             "points_written": self._written,
             "points_dropped": dropped,
             "points_rejected": self._rejected,
@@ -631,7 +635,7 @@ class InfluxSink:
                 self._latency_ms = (time.monotonic() - started) * 1000.0
                 self._last_write_at = time.monotonic()
                 self._recovered()
-                if len(self._buffer) <= self._cfg.max_buffer_points // 2:
+                if self._buffer.waiting == 0:
                     self._buffer_full_logged = False
                 return len(lines), 0
             self._errors += 1
@@ -741,8 +745,8 @@ __all__ = [
     "STATS_KEYS",
     "InfluxConfig",
     "InfluxSink",
-    "NullSink",
     "Sink",
+    "SpoolOnlySink",
     "WriteResult",
     "open_sink",
     "parse_retry_after",

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from pydantic import ByteSize, Field
 
+from netwatch.configbase import Strict
 from netwatch.sink.buffer import Batch
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,16 @@ CREATE TABLE IF NOT EXISTS points (
 """
 
 
+class SpoolConfig(Strict):
+    """The spool under ``state_dir``: what is kept while InfluxDB is away."""
+
+    max_bytes: ByteSize = Field(
+        default=ByteSize(1 << 30),
+        ge=1 << 20,
+        description="cap on points held (e.g. 512MiB, 2GiB); past it the oldest are dropped and counted",
+    )
+
+
 def _crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -55,6 +67,7 @@ class SqliteSpool:
     """A :class:`~netwatch.sink.buffer.LineBuffer` that survives restarts and crashes."""
 
     durable = True
+    recovered = 0
 
     def __init__(self, path: Path, *, max_bytes: int) -> None:
         if max_bytes < 1024:
