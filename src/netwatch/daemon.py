@@ -144,7 +144,8 @@ async def run(
     )
     resources = ProbeResources()
     spool = open_spool(cfg)
-    async with open_sink(cfg.influxdb, instance=cfg.instance, buffer=spool) as sink:
+    quarantine = cfg.state_dir / "quarantine"
+    async with open_sink(cfg.influxdb, instance=cfg.instance, buffer=spool, quarantine_dir=quarantine) as sink:
         pipeline = Pipeline(running, sink)
         probes: ProbeCache = {}
         scheduler = Scheduler(

@@ -232,17 +232,21 @@ async def test_connection_refused_then_server_appears(unused_tcp_port: int) -> N
 # -- answers that are not retried --------------------------------------------------------------
 
 
-async def test_bad_request_is_rejected_counted_and_not_retried(influx: ScriptedInflux) -> None:
-    """400: InfluxDB will never take it; logged once with its text, counted, no retry loop."""
+async def test_bad_request_is_rejected_quarantined_and_not_retried(influx: ScriptedInflux, tmp_path: Path) -> None:
+    """400: InfluxDB will never take it; the batch goes to a quarantine file, is counted, logged
+    once (not per batch), and never retried."""
     error = "unable to parse 'ping up=1i x': bad timestamp"
-    influx.script = [Reply(400, json.dumps({"error": error}))]
+    influx.script = [Reply(400, json.dumps({"error": error})), Reply(400, json.dumps({"error": error}))]
+    quarantine = tmp_path / "quarantine"
     with capture_logs() as logs:
-        async with InfluxSink(config(influx), instance="t") as sink:
+        async with InfluxSink(config(influx), instance="t", quarantine_dir=quarantine) as sink:
             sink.submit(pings(3))
             await until("the rejection", lambda: sink.stats()["points_rejected"] == 3)
+            sink.submit(pings(2, start=3))
+            await until("the second rejection", lambda: sink.stats()["points_rejected"] == 5)
             await asyncio.sleep(0.5)  # several retry intervals: nothing more may be sent
             stats = sink.stats()
-    assert len(influx.received) == 1
+    assert len(influx.received) == 2
     assert stats["points_written"] == 0
     assert stats["buffer_points"] == 0
     assert balanced(stats)
@@ -250,6 +254,12 @@ async def test_bad_request_is_rejected_counted_and_not_retried(influx: ScriptedI
     assert len(rejected) == 1
     assert rejected[0]["error"] == error
     assert rejected[0]["log_level"] == "error"
+    files = sorted(quarantine.glob("*.lp"))
+    assert len(files) == 2
+    first = files[0].read_text().splitlines()
+    assert first[0] == f"# HTTP 400: {error}"
+    assert len(first) == 4
+    assert first[1].startswith("ping,")
 
 
 async def test_partial_write_counts_only_dropped_points(influx: ScriptedInflux) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
@@ -168,14 +169,18 @@ class SpoolOnlySink:
 
 
 def open_sink(
-    cfg: InfluxConfig | None, *, instance: str, buffer: LineBuffer | None = None
+    cfg: InfluxConfig | None,
+    *,
+    instance: str,
+    buffer: LineBuffer | None = None,
+    quarantine_dir: Path | None = None,
 ) -> AbstractAsyncContextManager[Sink]:
     """Return the sink for this config: an :class:`InfluxSink` writing from ``buffer`` (the
     durable spool; memory when None), or a :class:`SpoolOnlySink` when no InfluxDB is configured."""
     if cfg is None:
         log.info("sink_spool_only", instance=instance, why="no influxdb section in the config")
         return SpoolOnlySink(buffer if buffer is not None else MemoryBuffer(max_points=1_000_000))
-    return InfluxSink(cfg, instance=instance, buffer=buffer)
+    return InfluxSink(cfg, instance=instance, buffer=buffer, quarantine_dir=quarantine_dir)
 
 
 # -- transports ----------------------------------------------------------------------------------
@@ -382,6 +387,9 @@ class _Outage:
     attempts: int = 0
 
 
+#: Rejected batches kept in the quarantine directory (the oldest go first).
+QUARANTINE_FILES = 100
+
 #: After a quiet spell, how long the first points wait for the rest of their polling tick.
 SETTLE_S = 0.25
 
@@ -402,7 +410,10 @@ class InfluxSink:
         encoder: LineEncoder | None = None,
         close_timeout: float = 5.0,
         max_memory_points: int = 1_000_000,
+        quarantine_dir: Path | None = None,
     ) -> None:
+        self._quarantine_dir = quarantine_dir
+        self._rejections = 0
         self._cfg = cfg
         self._instance = instance
         # The daemon passes its durable spool; a memory buffer serves tools and tests.
@@ -610,6 +621,27 @@ class InfluxSink:
             return interval
         return min(interval, SETTLE_S)
 
+    def _quarantine(self, lines: Sequence[str], status: int, error: str) -> str | None:
+        """Keep a rejected batch in a file for a person to look at (InfluxDB kept the good lines).
+
+        At most :data:`QUARANTINE_FILES` files are kept, newest last; nothing is ever resent.
+        """
+        if self._quarantine_dir is None:
+            return None
+        try:
+            self._quarantine_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._rejections:06d}.lp"
+            path = self._quarantine_dir / name
+            header = f"# HTTP {status}: {error}".replace("\n", " ")
+            path.write_text(header + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+            old = sorted(self._quarantine_dir.glob("*.lp"))
+            for stale in old[: max(0, len(old) - QUARANTINE_FILES)]:
+                stale.unlink(missing_ok=True)
+            return str(path)
+        except OSError as exc:
+            self._log.warning("influx_quarantine_failed", error=str(exc))
+            return None
+
     async def _deliver(self, batch: Batch) -> None:
         """Write one batch until InfluxDB is done with it; give it back if we are cancelled."""
         try:
@@ -649,13 +681,18 @@ class InfluxSink:
                 # The server got it and will never take it: retrying would loop forever.
                 self._recovered()
                 rejected = rejected_points(result.error, len(lines))
-                self._log.error(
-                    "influx_points_rejected",
-                    status=status,
-                    error=result.error,
-                    points=rejected,
-                    batch_points=len(lines),
-                )
+                saved = self._quarantine(lines, status, result.error)
+                if self._rejections == 0:
+                    self._log.error(
+                        "influx_points_rejected",
+                        status=status,
+                        error=result.error,
+                        points=rejected,
+                        batch_points=len(lines),
+                        quarantined_to=saved,
+                        why="InfluxDB will never take these; later rejections are counted, not logged",
+                    )
+                self._rejections += 1
                 return len(lines) - rejected, rejected
             kind = _failure_kind(status)
             self._failed(kind, result)
