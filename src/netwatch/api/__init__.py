@@ -1,1 +1,27 @@
-"""The daemon's HTTP API (health, metrics, status)."""
+"""The daemon's HTTP API: ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus).
+
+The daemon implements :class:`HealthSource` and runs ``async with serve_api(cfg.api, source)``
+around its work; the API only reads counts, ages and flags from it, never config or secrets.
+"""
+
+from netwatch.api.health import (
+    HEARTBEAT_STALE_S,
+    ApiConfig,
+    DeviceCounts,
+    HealthSource,
+    LagSnapshot,
+    SchedulerSnapshot,
+)
+from netwatch.api.server import ApiListenError, ApiServer, serve_api
+
+__all__ = [
+    "HEARTBEAT_STALE_S",
+    "ApiConfig",
+    "ApiListenError",
+    "ApiServer",
+    "DeviceCounts",
+    "HealthSource",
+    "LagSnapshot",
+    "SchedulerSnapshot",
+    "serve_api",
+]
