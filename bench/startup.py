@@ -63,6 +63,7 @@ def loopback_config(work: Path, influx_url: str, snmp: Any) -> Path:
     cfg["state_dir"] = str(work / "state")
     cfg["influxdb"]["url"] = influx_url
     cfg["log"] = {"level": "warning", "format": "json"}
+    cfg["api"] = {"listen": "127.0.0.1:0"}
     cfg["defaults"]["snmp"].update(community_file=str(snmp.community_file), port=snmp.port)
     for device in cfg["devices"]:
         device["address"] = "127.0.0.1"

@@ -27,6 +27,7 @@ from pydantic import (
     create_model,
 )
 
+from netwatch.api.health import ApiConfig
 from netwatch.configbase import SECRET_KEYS, Duration, Strict
 from netwatch.probes import REGISTRY
 from netwatch.sink.influx import InfluxConfig
@@ -192,6 +193,7 @@ class Config(Strict):
     influxdb: InfluxConfig | None = Field(default=None, description="absent: points are only kept in the spool")
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     sites: list[SiteConfig] = Field(default_factory=list)

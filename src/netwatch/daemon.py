@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import structlog
 
 from netwatch import logs
+from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
@@ -153,8 +154,11 @@ async def run(
             pipeline.observe,
             max_in_flight=cfg.scheduler.max_in_flight,
         )
+        health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with serve_api(cfg.api, health) as api, asyncio.TaskGroup() as tg:
+                if api.url:
+                    log.info("api_listening", url=api.url)
                 tasks = [
                     tg.create_task(scheduler.run(), name="scheduler"),
                     tg.create_task(_report_health(lambda: running.config, scheduler, sink), name="health"),
@@ -175,10 +179,56 @@ async def run(
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
                 for task in tasks:
                     task.cancel()
+        except ApiListenError as exc:
+            raise StartupError(str(exc)) from exc
         finally:
             with contextlib.suppress(Exception):
                 await resources.aclose()
             log.info("netwatch_stopping", instance=running.config.instance)
+
+
+class DaemonHealth:
+    """What the health API reads: counts, ages and flags, never config or secrets."""
+
+    def __init__(self, current: Callable[[], Config], scheduler: Scheduler, sink: Sink, pipeline: Pipeline) -> None:
+        self._current = current
+        self._scheduler = scheduler
+        self._sink = sink
+        self._pipeline = pipeline
+
+    @property
+    def instance(self) -> str:
+        return self._current().instance
+
+    def scheduler_stats(self) -> SchedulerSnapshot:
+        stats = self._scheduler.stats
+        return SchedulerSnapshot(
+            checks_run=stats.checks_run,
+            checks_failed=stats.checks_failed,
+            checks_skipped=stats.checks_skipped,
+            checks_in_flight=self._scheduler.in_flight,
+            poll_lag=LagSnapshot.from_lags(self._scheduler.recent_lags()),
+        )
+
+    def heartbeat_age_s(self) -> float:
+        beat = self._scheduler.heartbeat
+        return 0.0 if beat == 0.0 else asyncio.get_running_loop().time() - beat
+
+    def sink_stats(self) -> Mapping[str, int | float]:
+        return self._sink.stats()
+
+    def spool_recovered(self) -> bool:
+        return True  # the spool is opened (and recovered) before the API starts
+
+    def last_write_age_s(self) -> float | None:
+        return self._sink.last_write_age_s()
+
+    def backlog_points(self) -> int:
+        return int(self._sink.stats()["buffer_points"])
+
+    def device_counts(self) -> DeviceCounts:
+        up, down = self._pipeline.tracker.device_counts()
+        return DeviceCounts(up=up, down=down)
 
 
 class StartupError(Exception):
@@ -197,7 +247,7 @@ def open_spool(cfg: Config) -> SqliteSpool:
 
 def _warn_restart_needed(old: Config, new: Config) -> None:
     """Say which changed settings only take effect after a restart (the sink outlives reloads)."""
-    keys = ("influxdb", "state_dir", "spool", "instance")
+    keys = ("influxdb", "state_dir", "spool", "instance", "api")
     changed = [key for key in keys if getattr(old, key) != getattr(new, key)]
     if changed:
         log.warning("config_needs_restart", keys=changed, why="the sink and its state are kept across reloads")

@@ -88,6 +88,7 @@ class Scheduler:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight = 0
         self._epoch = 0.0
+        self._last_lags: list[float] = []
         self._dirty = False
         self._wake = asyncio.Event()
         self._start_at = start_at
@@ -233,9 +234,15 @@ class Scheduler:
         finally:
             job.busy = False
 
+    def recent_lags(self) -> list[float]:
+        """Return the poll lags (seconds) of the current window, plus the last window's when it is
+        fresh: readers such as /metrics must not see an empty window right after a report."""
+        return list(self.stats.lags) or list(self._last_lags)
+
     def lag_summary(self) -> dict[str, float]:
         """Return poll-lag p50/p99/max in ms since the last call, and reset the window."""
         lags = sorted(self.stats.lags)
+        self._last_lags = lags
         self.stats.lags.clear()
         if not lags:
             return {}

@@ -57,6 +57,12 @@ class StateTracker:
             d.id: {c.name for c in d.checks if REGISTRY[c.name].reports_ports} for d in inventory.devices.values()
         }
 
+    def device_counts(self) -> tuple[int, int]:
+        """Return (up, not up) over the devices that have reported; degraded counts as up."""
+        states = [t.state for t in self._devices.values() if t.state is not None]
+        down = sum(1 for s in states if s == "down")
+        return len(states) - down, down
+
     def device_state(self, device_id: str) -> str | None:
         """Return the last computed state of a device (None before its first check)."""
         tracked = self._devices.get(device_id)

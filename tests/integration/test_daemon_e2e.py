@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ instance: e2e
 state_dir: {path.parent / "state"}
 influxdb: {{url: "{influx_url}", database: {database}, flush_interval: 500ms, batch_size: 500}}
 scheduler: {{stats_interval: 2s}}
+api: {{listen: "127.0.0.1:0"}}
 log: {{format: json, level: info}}
 defaults:
   interval: {interval}
@@ -164,6 +166,17 @@ def test_daemon_writes_the_backbone_to_influxdb(
     assert wait_for("span state", lambda: q("state", "link", "link = 'span-ch-vp'")) == "up"
     assert wait_for("self-observation", lambda: q("checks_run", "netwatch", "component = 'scheduler'")) > 0
     assert q("points_written", "netwatch", "component = 'sink' AND instance = 'e2e'") > 0
+
+    # The health API (port picked at start, logged) answers like the data says.
+    listening = next(e for e in log_events(tmp_path) if e.get("event") == "api_listening")
+    with urllib.request.urlopen(listening["url"] + "/healthz", timeout=5) as resp:
+        assert json.loads(resp.read())["status"] == "ok"
+    with urllib.request.urlopen(listening["url"] + "/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["ready"] is True
+    with urllib.request.urlopen(listening["url"] + "/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'netwatch_points_written_total{instance="e2e"}' in metrics
+    assert 'netwatch_devices{instance="e2e",state="up"} 3.0' in metrics
 
     # The far end's port goes down: the span follows within an interval or two.
     snmp_agent.set_interface("xe-0/0/2", oper=2)

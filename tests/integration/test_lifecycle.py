@@ -37,6 +37,7 @@ state_dir: {path.parent / "state"}
 influxdb: {{url: "{influx_url}", database: netwatch, flush_interval: 300ms, timeout: 2s,
             retry_initial: 200ms, retry_max: 500ms}}
 scheduler: {{stats_interval: 1s}}
+api: {{listen: "127.0.0.1:0"}}
 log: {{format: json, level: warning}}
 defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
 sites: [{{id: hq, name: HQ}}]

@@ -20,6 +20,7 @@ CONFIG = """
 instance: t
 state_dir: {state}
 log: {{format: json}}
+api: {{listen: "127.0.0.1:0"}}
 defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 500ms}}}}
 sites: [{{id: hq, name: HQ}}]
 devices:

@@ -128,6 +128,10 @@ class Sink(Protocol):
         """Return counters for self-observation, keyed as :data:`STATS_KEYS`."""
         ...
 
+    def last_write_age_s(self) -> float | None:
+        """Seconds since the last accepted write; None before the first (or with nowhere to write)."""
+        ...
+
 
 class SpoolOnlySink:
     """The sink when no InfluxDB is configured: samples are kept in the spool, up to its cap.
@@ -152,6 +156,9 @@ class SpoolOnlySink:
         lines = self._encoder.encode_many(samples)
         if lines:
             self._buffer.append(lines)
+
+    def last_write_age_s(self) -> float | None:
+        return None
 
     def stats(self) -> dict[str, int | float]:
         enc = self._encoder.stats
@@ -537,6 +544,10 @@ class InfluxSink:
             self._wake.set()
         elif buffer.waiting >= self._cfg.batch_size:
             self._wake.set()
+
+    def last_write_age_s(self) -> float | None:
+        """Seconds since InfluxDB last accepted a write (None before the first)."""
+        return None if self._last_write_at is None else time.monotonic() - self._last_write_at
 
     def stats(self) -> dict[str, int | float]:
         """Return the sink's counters (fields of the ``netwatch`` measurement, component=sink).
