@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# systemd: only for systemd-analyze (tests/unit/test_systemd_unit.py checks systemd/netwatch.service offline).
 APT_PACKAGES=(influxdb influxdb-client victoria-metrics mosquitto mosquitto-clients snmpd snmp snmptrapd
-              prometheus-snmp-exporter prometheus-alertmanager fping)
+              prometheus-snmp-exporter prometheus-alertmanager fping systemd)
 PY=${PYTHON:-python3}
 
 if [[ "${1:-}" != "--no-apt" ]]; then
