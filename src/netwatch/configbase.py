@@ -88,7 +88,9 @@ def _read_secret(value: object, info: ValidationInfo) -> SecretStr:
     path = Path(str(value)).expanduser()
     if not path.is_absolute():
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        candidates = [Path(creds) / path] if creds else []
+        # systemd credential names cannot hold "/", so "credentials/snmp-community" is also
+        # looked up as "snmp-community" there.
+        candidates = [Path(creds) / path, Path(creds) / path.name] if creds else []
         candidates.append(_base_dir(info) / path)
         path = next((c for c in candidates if c.exists()), candidates[-1])
     try:

@@ -21,6 +21,7 @@ from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSna
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
+from netwatch.notify import Notifier, feed_watchdog
 from netwatch.probes import REGISTRY, Probe, ProbeResources
 from netwatch.scheduler import Job, Scheduler
 from netwatch.sink.influx import Sink, open_sink, url_for_logs
@@ -155,6 +156,7 @@ async def run(
             max_in_flight=cfg.scheduler.max_in_flight,
         )
         health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
+        notifier = Notifier()
         try:
             async with serve_api(cfg.api, health) as api, asyncio.TaskGroup() as tg:
                 if api.url:
@@ -163,13 +165,22 @@ async def run(
                     tg.create_task(scheduler.run(), name="scheduler"),
                     tg.create_task(_report_health(lambda: running.config, scheduler, sink), name="health"),
                 ]
+                # READY=1 once the spool is recovered (above) and the scheduler has ticked.
+                await scheduler.ticked.wait()
+                notifier.ready(_status_line(health))
+                tasks += [
+                    tg.create_task(feed_watchdog(notifier, lambda: scheduler.heartbeat), name="watchdog"),
+                    tg.create_task(_report_status(notifier, health, lambda: running.config), name="status"),
+                ]
                 while True:
                     await _first_set(stop, reload)
                     if stop.is_set():
                         break
                     reload.clear()
+                    notifier.reloading("reloading the config")
                     new = reload_or_keep(path, running)
                     if new is running:
+                        notifier.ready(_status_line(health))
                         continue
                     _warn_restart_needed(running.config, new.config)
                     running = new
@@ -177,6 +188,8 @@ async def run(
                     pipeline.tracker.apply(new.inventory)
                     scheduler.resize(new.config.scheduler.max_in_flight)
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
+                    notifier.ready(_status_line(health))
+                notifier.stopping("stopping: flushing to InfluxDB")
                 for task in tasks:
                     task.cancel()
         except ApiListenError as exc:
@@ -226,9 +239,32 @@ class DaemonHealth:
     def backlog_points(self) -> int:
         return int(self._sink.stats()["buffer_points"])
 
+    @property
+    def device_total(self) -> int:
+        return self._pipeline.tracker.device_total
+
     def device_counts(self) -> DeviceCounts:
         up, down = self._pipeline.tracker.device_counts()
         return DeviceCounts(up=up, down=down)
+
+
+def _status_line(health: DaemonHealth) -> str:
+    """One line for `systemctl status`: what is polled, what is down, what waits to be written."""
+    stats = health.sink_stats()
+    sched = health.scheduler_stats()
+    counts = health.device_counts()
+    age = health.last_write_age_s()
+    written = "no write yet" if age is None else f"last write {age:.0f}s ago"
+    return (
+        f"polling {health.device_total} devices, {counts.up} up, {counts.down} down; {sched.checks_run} checks run; "
+        f"{int(stats['buffer_points'])} points waiting, {written}"
+    )
+
+
+async def _report_status(notifier: Notifier, health: DaemonHealth, current: Callable[[], Config]) -> None:
+    while True:
+        await asyncio.sleep(current().scheduler.stats_interval)
+        notifier.status(_status_line(health))
 
 
 class StartupError(Exception):

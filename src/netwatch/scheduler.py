@@ -97,9 +97,8 @@ class Scheduler:
         self.stats = SchedulerStats()
         #: loop.time() of the scheduler's last wake-up; a stuck loop stops advancing it.
         self.heartbeat = 0.0
-        #: Set once every job has started at least once (the first full round is under way).
-        self.first_round = asyncio.Event()
-        self._started: set[str] = set()
+        #: Set on the scheduler's first tick (systemd READY=1 waits for it).
+        self.ticked = asyncio.Event()
 
     @property
     def jobs(self) -> list[Job]:
@@ -127,7 +126,6 @@ class Scheduler:
                 job.next_run = 0.0
                 merged.append(job)
         self._jobs = merged
-        self._started &= {job.name for job in merged}
         self._dirty = True
         self._wake.set()
 
@@ -164,12 +162,11 @@ class Scheduler:
         now = loop.time()
         self._epoch = now if self._start_at is None else self._start_at
         heap = self._heap(now, joining=False)
-        if not heap:
-            self.first_round.set()
         try:
             while True:
                 now = loop.time()
                 self.heartbeat = now
+                self.ticked.set()
                 if self._dirty:
                     self._dirty = False
                     heap = self._heap(now, joining=True)
@@ -205,10 +202,6 @@ class Scheduler:
         task = asyncio.create_task(self._run_job(job, scheduled), name=f"check/{job.name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if len(self._started) < len(self._jobs):
-            self._started.add(job.name)
-            if len(self._started) == len(self._jobs):
-                self.first_round.set()
 
     async def _run_job(self, job: Job, scheduled: float) -> None:
         loop = asyncio.get_running_loop()

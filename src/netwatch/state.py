@@ -57,6 +57,11 @@ class StateTracker:
             d.id: {c.name for c in d.checks if REGISTRY[c.name].reports_ports} for d in inventory.devices.values()
         }
 
+    @property
+    def device_total(self) -> int:
+        """Devices in the inventory."""
+        return len(self._inv.devices)
+
     def device_counts(self) -> tuple[int, int]:
         """Return (up, not up) over the devices that have reported; degraded counts as up."""
         states = [t.state for t in self._devices.values() if t.state is not None]

@@ -7,7 +7,10 @@ replay after a crash is an upsert and the comparison is exact.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -161,3 +164,47 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
     assert proc.wait(15) == 0
     missing = committed - keys_in_influx(influxd_own)
     assert not missing, f"{len(missing)} of {len(committed)} acknowledged points lost, e.g. {sorted(missing)[:3]}"
+
+
+def test_systemd_notify_protocol_through_a_real_run(tmp_path: Path) -> None:
+    """Under a (fake) systemd manager: READY=1 after start, WATCHDOG=1 while the scheduler runs,
+    RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and exit status 0."""
+    config = tmp_path / "netwatch.yaml"
+    config.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+api: {{listen: "127.0.0.1:0"}}
+defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
+sites: [{{id: hq, name: HQ}}]
+devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
+"""
+    )
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
+    proc = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=subprocess.DEVNULL)
+    messages: list[str] = []
+
+    def until(wanted: str) -> str:
+        """Read datagrams until one (new since the last call) holds ``wanted``; return it."""
+        while True:
+            message = manager.recv(4096).decode()
+            messages.append(message)
+            if wanted in message:
+                return message
+
+    try:
+        assert "STATUS=polling 1 devices" in until("READY=1")
+        until("WATCHDOG=1")
+        proc.send_signal(signal.SIGHUP)
+        assert "MONOTONIC_USEC=" in until("RELOADING=1")
+        until("READY=1")
+        proc.send_signal(signal.SIGTERM)
+        until("STOPPING=1")
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.close()
