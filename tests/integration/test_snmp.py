@@ -27,7 +27,7 @@ PORTS = (
     PortRef("xe-0/0/4"),
 )
 TARGET = Target("core-ch", "city-hall", "router", "127.0.0.1", PORTS)
-GAP_S = 1.0  # between two polls; rates are checked against the agent's configured rates
+GAP_S = 1.5  # between two polls; rates are checked against the agent's configured rates
 
 
 @pytest.fixture
