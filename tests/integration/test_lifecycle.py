@@ -70,11 +70,12 @@ def key_of_sample(sample: Sample) -> Key:
     return sample.measurement, tuple(sorted((k, v) for k, v in sample.tags.items() if v)), sample.time_ns
 
 
+@pytest.mark.parametrize("outage", ["stopped", "killed"])
 async def test_outage_drill_loses_nothing(
-    tmp_path: Path, influxd_own: InfluxdServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, influxd_own: InfluxdServer, monkeypatch: pytest.MonkeyPatch, outage: str
 ) -> None:
-    """Steady load, influxd stopped for a while and restarted: every point collected is in InfluxDB
-    afterwards, fresh data shows up first, and the spool drains to empty."""
+    """Steady load, influxd stopped (or SIGKILLed) for a while and restarted: every point collected
+    is in InfluxDB afterwards, fresh data shows up first, and the spool drains to empty."""
     collected: set[Key] = set()
     sinks: list[Sink] = []
     real_open_sink = daemon.open_sink
@@ -99,7 +100,12 @@ async def test_outage_drill_loses_nothing(
     stop, reload = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(daemon.run(config, stop, reload, configure_logs=lambda level, fmt: None))
     await asyncio.sleep(2.0)
-    influxd_own.stop()
+    if outage == "killed" and influxd_own.proc is not None:
+        influxd_own.proc.kill()  # no clean shutdown: what it had acknowledged must be on its disk
+        influxd_own.proc.wait()
+        influxd_own.proc = None
+    else:
+        influxd_own.stop()
     await asyncio.sleep(4.0)
     (sink,) = sinks
     backlog = sink.stats()["buffer_points"]
@@ -208,3 +214,38 @@ devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
             proc.kill()
             proc.wait()
         manager.close()
+
+
+def test_daemon_starts_on_a_damaged_spool(tmp_path: Path) -> None:
+    """A spool file that is not a database at all is moved aside, logged, and the daemon starts."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "spool.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+    config = tmp_path / "netwatch.yaml"
+    config.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+api: {{listen: "127.0.0.1:0"}}
+log: {{format: json}}
+defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
+sites: [{{id: hq, name: HQ}}]
+devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
+"""
+    )
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(10)
+    log = tmp_path / "netwatch.log"
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=out)
+    try:
+        assert manager.recv(4096).decode().startswith("READY=1")
+        proc.terminate()
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        manager.close()
+    assert list((tmp_path / "state").glob("spool.db.corrupt-*"))
+    assert '"event": "spool_corrupt"' in log.read_text()
