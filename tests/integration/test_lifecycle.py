@@ -24,7 +24,8 @@ import pytest
 
 from netwatch import daemon
 from netwatch.model import Sample
-from netwatch.sink.influx import Sink
+from netwatch.sink.influx import InfluxConfig, InfluxSink, Sink
+from netwatch.sink.spool import SqliteSpool
 from tests.servers.influx import InfluxdServer
 
 NETWATCH = str(Path(sys.executable).parent / "netwatch")
@@ -249,3 +250,38 @@ devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
         manager.close()
     assert list((tmp_path / "state").glob("spool.db.corrupt-*"))
     assert '"event": "spool_corrupt"' in log.read_text()
+
+
+async def test_outage_longer_than_the_cap_counts_exactly(tmp_path: Path, influxd_own: InfluxdServer) -> None:
+    """An outage that overflows the spool's cap drops the oldest points, and delivered + dropped =
+    collected exactly: what InfluxDB holds is what the sink says it wrote."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=64 * 1024)
+    cfg = InfluxConfig.model_validate(
+        {"url": influxd_own.url, "flush_interval": 0.2, "retry_initial": 0.1, "retry_max": 0.3}
+    )
+    async with InfluxSink(cfg, instance="cap", buffer=spool) as sink:
+        await asyncio.to_thread(influxd_own.stop)
+        base = 1_795_000_000_000_000_000
+        for i in range(3000):  # ~100 bytes a line: several times what 64 KiB holds
+            sink.submit(
+                [
+                    Sample(
+                        "ping",
+                        {"device": f"d{i % 7}", "site": "hq", "kind": "server"},
+                        {"up": 1, "rtt_avg_ms": 0.5},
+                        base + i,
+                    )
+                ]
+            )
+        stats = sink.stats()
+        assert stats["points_dropped"] > 0
+        await asyncio.to_thread(influxd_own.start)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sink.stats()["buffer_points"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        stats = sink.stats()
+    assert stats["points_collected"] == 3000
+    assert stats["buffer_points"] == 0
+    assert stats["points_written"] + stats["points_dropped"] == 3000
+    rows = await asyncio.to_thread(influxd_own.series, "SELECT count(up) FROM ping")
+    assert rows[0]["values"][0][1] == stats["points_written"]
