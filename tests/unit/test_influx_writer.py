@@ -229,6 +229,23 @@ async def test_connection_refused_then_server_appears(unused_tcp_port: int) -> N
     assert len(server.received) == 1
 
 
+async def test_recovery_is_noticed_within_a_flush_interval_not_retry_max(unused_tcp_port: int) -> None:
+    """While nobody answers, the sink looks again every flush interval (not at retry_max), so data
+    flows within about one flush interval of InfluxDB coming back."""
+    server = ScriptedInflux(port=unused_tcp_port)
+    cfg = config(f"http://127.0.0.1:{unused_tcp_port}", flush_interval=0.3, retry_initial=0.1, retry_max=30.0)
+    async with InfluxSink(cfg, instance="t") as sink:
+        sink.submit(pings(4))
+        await until("several failed attempts", lambda: sink.stats()["write_errors"] >= 6, timeout=10)
+        await server.start()
+        up = time.monotonic()
+        try:
+            await until("delivery", lambda: sink.stats()["points_written"] == 4, timeout=10)
+        finally:
+            await server.close()
+    assert server.received[0].at - up < 0.6
+
+
 # -- answers that are not retried --------------------------------------------------------------
 
 

@@ -719,6 +719,10 @@ class InfluxSink:
             backoff = cfg.retry_max
         else:
             backoff = min(cfg.retry_max, cfg.retry_initial * 2.0 ** min(attempt, 30))
+            if kind == "unreachable":
+                # Nobody answered, so nobody is overloaded by a retry: look again every flush
+                # interval, so that data flows within one flush interval of InfluxDB coming back.
+                backoff = min(backoff, max(cfg.flush_interval, cfg.retry_initial))
         delay = backoff / 2 + random.uniform(0, backoff / 2)  # "equal jitter": spread, never ~0
         return max(delay, retry_after or 0.0)
 
