@@ -59,7 +59,8 @@ class Loopback:
         self.fail_next = 0
         self.fail_status = 503
         self.fail_headers: dict[str, str] = {}
-        #: While set, a request is held (recorded, not answered) until it is cleared.
+        #: When set to an unset Event, a request is processed but not answered until the event is
+        #: set: the window in which a sender crashes after the receiver acted but before it heard so.
         self.hold: asyncio.Event | None = None
         self.arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -95,12 +96,14 @@ class Loopback:
         got = Received(request.path, dict(request.headers), await request.read(), time.monotonic())
         self.requests.append(got)
         self.arrived.set()
-        if self.hold is not None:
-            await self.hold.wait()
         if self.fail_next > 0:
             self.fail_next -= 1
             return got, self._answer(got, self.fail_status, "injected failure", headers=self.fail_headers)
         return got, None
+
+    async def _held(self) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
 
     @staticmethod
     def _answer(
@@ -137,6 +140,7 @@ class WebhookServer(Loopback):
             self.duplicates += 1
         else:
             self.processed[msg_id] = got
+        await self._held()
         return self._answer(got, 200, "ok")
 
     def bodies(self) -> list[Any]:
@@ -447,4 +451,5 @@ class PagerDutyServer(Loopback):
         elif open_alert is not None and open_alert.status != "resolved":
             open_alert.status = "resolved" if action == "resolve" else "acknowledged"
         body = {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+        await self._held()
         return self._answer(got, 202, "", json_body=body)
