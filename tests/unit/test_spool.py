@@ -170,3 +170,21 @@ def test_full_disk_drops_oldest_instead_of_crashing(tmp_path: Path) -> None:
         spool._db.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def files_size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("spool.db*"))
+
+
+async def test_drained_spool_gives_its_disk_back(tmp_path: Path) -> None:
+    """After an outage's backlog is delivered, the spool file shrinks back instead of keeping its peak."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=100_000_000)
+    for i in range(200):
+        spool.append(lines(100, start=i * 100))
+    peak = files_size(tmp_path)
+    while (batch := await spool.take(5000)) is not None:
+        await spool.ack(batch)
+    after = files_size(tmp_path)
+    assert peak > 2_000_000
+    assert after < peak / 10
+    await spool.aclose()

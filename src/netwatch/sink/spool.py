@@ -95,6 +95,9 @@ class SqliteSpool:
 
     def _connect(self, path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # auto_vacuum must be set before the first table exists (and before WAL mode is set on a
+        # new file), or it silently stays off and a drained spool never gives its disk back.
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
@@ -102,7 +105,6 @@ class SqliteSpool:
     def _open(self) -> sqlite3.Connection:
         try:
             db = self._connect(self.path)
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute(_SCHEMA)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check == "ok":
@@ -121,7 +123,6 @@ class SqliteSpool:
             if src.exists():
                 src.rename(Path(str(aside) + suffix))
         db = self._connect(self.path)
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute(_SCHEMA)
         saved, lost_ranges = 0, 0
         try:
@@ -237,7 +238,10 @@ class SqliteSpool:
             self._full_logged = False
         if self._count == 0:
             self._bytes = 0
-            self._db.execute("PRAGMA incremental_vacuum")  # give the disk back once drained
+            # Give the disk back once drained. The pragma frees one page per step, and the sqlite3
+            # module steps a pragma only once: executescript runs it to completion.
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def requeue(self, batch: Batch) -> None:
         seqs, _ = self._taken.pop(batch.seq)
