@@ -121,8 +121,9 @@ class Loopback:
 class WebhookServer(Loopback):
     """``POST /hook``: records requests; processes each ``webhook-id`` once (a duplicate is a 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
         super().__init__()
+        self.port = port
         self.processed: dict[str, Received] = {}
         self.duplicates = 0
         self.app.router.add_post("/hook", self._hook)
@@ -135,7 +136,8 @@ class WebhookServer(Loopback):
         got, failed = await self._record(request)
         if failed is not None:
             return failed
-        msg_id = request.headers.get("webhook-id", "")
+        # Senders without a webhook-id (Alertmanager's own webhook) count every request.
+        msg_id = request.headers.get("webhook-id") or f"#{len(self.requests)}"
         if msg_id in self.processed:
             self.duplicates += 1
         else:
