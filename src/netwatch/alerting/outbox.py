@@ -32,7 +32,7 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -237,6 +237,16 @@ _SCHEMA = (
     """,
 )
 
+#: The keys of :meth:`Outbox.stats`: integer fields of the ``netwatch`` measurement (component=outbox).
+STATS_KEYS = (
+    "outbox_depth",
+    "outbox_queued",
+    "outbox_delivered",
+    "outbox_retried",
+    "outbox_dropped",
+    "outbox_rejected",
+)
+
 #: Called with the dropped notification and why ("rejected" or "expired"): a self-alert hook.
 DropHook = Callable[[Notification, Literal["rejected", "expired"], SendResult | None], None]
 
@@ -401,6 +411,28 @@ class Outbox:
         """Return a copy of the per-receiver counters (queued, delivered, retried, dropped)."""
         return {name: ReceiverCounters(**vars(c)) for name, c in self._counters.items()}
 
+    def stats(self) -> dict[str, int]:
+        """Return the ``netwatch`` measurement's fields for ``component=outbox`` (:data:`STATS_KEYS`).
+
+        Counters are totals over all receivers since start; ``outbox_rejected`` (4xx drops)
+        rising is the self-alert condition, ``outbox_depth`` what waits now.
+        """
+        total = ReceiverCounters()
+        for c in self._counters.values():
+            total.queued += c.queued
+            total.delivered += c.delivered
+            total.retried += c.retried
+            total.dropped_rejected += c.dropped_rejected
+            total.dropped_expired += c.dropped_expired
+        return {
+            "outbox_depth": self.depth(),
+            "outbox_queued": total.queued,
+            "outbox_delivered": total.delivered,
+            "outbox_retried": total.retried,
+            "outbox_dropped": total.dropped,
+            "outbox_rejected": total.dropped_rejected,
+        }
+
     def pending(self, receiver: str) -> list[Notification]:
         """Return a receiver's queued notifications, oldest first."""
         rows = self._db.execute("SELECT body FROM outbox WHERE receiver = ? ORDER BY seq", (receiver,)).fetchall()
@@ -530,7 +562,7 @@ class Outbox:
                 "receiver": name,
                 "kind": _kind(cfg),
                 "incident": notification.incident.id,
-                "event": notification.event,
+                "incident_event": notification.event,
                 "key": notification.key,
             }
             age_s = (self._clock_ns() - enqueued_ns) / 1e9
@@ -641,21 +673,3 @@ def _open(path: Path) -> sqlite3.Connection:
 def _kind(cfg: ReceiverBase) -> str:
     kind: Any = getattr(cfg, "kind", "?")
     return str(kind)
-
-
-def counters_as_fields(counters: Mapping[str, ReceiverCounters]) -> dict[str, int]:
-    """Return totals over all receivers, named as fields of the ``netwatch`` measurement."""
-    total = ReceiverCounters()
-    for c in counters.values():
-        total.queued += c.queued
-        total.delivered += c.delivered
-        total.retried += c.retried
-        total.dropped_rejected += c.dropped_rejected
-        total.dropped_expired += c.dropped_expired
-    return {
-        "outbox_queued": total.queued,
-        "outbox_delivered": total.delivered,
-        "outbox_retried": total.retried,
-        "outbox_dropped": total.dropped,
-        "outbox_rejected": total.dropped_rejected,
-    }

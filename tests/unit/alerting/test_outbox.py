@@ -200,6 +200,15 @@ async def test_4xx_is_dropped_counted_and_logged_once(tmp_path: Path, session: a
             outbox.enqueue(note("fake", 1))
             assert await outbox.wait_idle(2.0)
             counters = outbox.counters()["fake"]
+            stats = outbox.stats()
+    assert stats == {
+        "outbox_depth": 0,
+        "outbox_queued": 2,
+        "outbox_delivered": 1,
+        "outbox_retried": 0,
+        "outbox_dropped": 1,
+        "outbox_rejected": 1,
+    }
     assert [n.incident.entity for n in sender.sent] == ["dev-0", "dev-1"]
     assert (counters.dropped_rejected, counters.delivered, counters.retried) == (1, 1, 0)
     assert dropped == [(note("fake", 0).key, "rejected")]
