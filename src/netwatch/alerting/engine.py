@@ -16,7 +16,9 @@ States (:data:`~netwatch.alerting.model.AlertState`)::
   engine emits one ``flapping`` transition and then nothing for it while the state machine keeps
   running silently underneath; when it settles, one ``flapping_stopped`` followed by the true
   state: ``firing`` if the condition still holds (the incident announced before the flapping, if
-  any, continues), ``resolved`` if an announced incident is over.
+  any, continues), ``resolved`` if an announced incident is over. An announced incident whose
+  condition is clearing when the flapping stops resolves once ``clear_checks`` and
+  ``keep_firing_for`` are done, as usual.
 - An absence rule (``absent_after: N``) holds for an entity that has sent no sample for N of its
   intervals (:meth:`AlertEngine.tick` notices) and clears when a sample arrives. The interval is
   what the ``interval`` callback says (the daemon passes the device's configured poll interval),
@@ -409,11 +411,15 @@ class AlertEngine:
             return []
         assert st.started_ns is not None
         started = st.started_ns
+        AlertEngine._drop_firing(st)
+        return [("resolved", started)]
+
+    @staticmethod
+    def _drop_firing(st: EntityState) -> None:
         st.state = "ok"
         st.started_ns = None
         st.clear_since_ns = None
         st.clear_count = 0
-        return [("resolved", started)]
 
     def _emit(
         self,
@@ -432,15 +438,22 @@ class AlertEngine:
             return
         if flap_event == "stopped":
             st.flapping = False
-            out.append(self._transition(rule, st, "flapping_stopped", st.flap_started_ns or t, t))
+            started = st.flap_started_ns if st.flap_started_ns is not None else t
+            out.append(self._transition(rule, st, "flapping_stopped", started, t))
             st.flap_started_ns = None
-            if st.state == "firing":
-                # Still bad: the incident announced before the flapping (if any) goes on.
-                if st.announced_ns is not None:
-                    st.started_ns = st.announced_ns
+            if st.state == "firing" and st.announced_ns is not None:
+                # The incident announced before the flapping goes on: still bad, or clearing
+                # (its resolve comes when clear_checks and keep_firing_for are done).
+                st.started_ns = st.announced_ns
+                if st.active:
+                    out.append(self._transition(rule, st, "firing", st.started_ns, t))
+            elif st.state == "firing" and st.active:
                 assert st.started_ns is not None
                 st.announced_ns = st.started_ns
                 out.append(self._transition(rule, st, "firing", st.started_ns, t))
+            elif st.state == "firing":
+                # Fired unseen while flapping and already clearing: nobody was told, so let it go.
+                self._drop_firing(st)
             elif st.announced_ns is not None:
                 out.append(self._transition(rule, st, "resolved", st.announced_ns, t))
                 st.announced_ns = None
