@@ -177,6 +177,16 @@ class AlertEngine:
             self._forget(st.key)
         return self._retire(retired, self._clock() if now_ns is None else now_ns)
 
+    def prune(self, keep: Callable[[Mapping[str, str]], bool], now_ns: int | None = None) -> list[Transition]:
+        """Forget the entities ``keep`` rejects (given their last tags), e.g. devices and spans a
+        reload removed, so a decommissioned device neither goes "silent" nor stays firing forever.
+        An incident such an entity had announced is resolved (at ``now_ns``, default the clock).
+        """
+        gone = [st for st in self._states.values() if not keep(st.tags)]
+        for st in gone:
+            self._forget(st.key)
+        return self._retire(gone, self._clock() if now_ns is None else now_ns)
+
     def _retire(self, states: Sequence[EntityState], at_ns: int) -> list[Transition]:
         """Close what retired state machines had told the world, and delete them."""
         out: list[Transition] = []
@@ -246,7 +256,8 @@ class AlertEngine:
                     idle.append(key)
                 elif st.durable() != before:
                     urgent[key] = st
-                else:
+                elif rule.kind == "absent":
+                    # Only absence rules decide anything by when an entity was last seen.
                     self._lazy.add(key)
         if self._store is not None:
             if idle:

@@ -485,6 +485,15 @@ def test_apply_keeps_state_of_rules_that_stay_and_retires_the_rest() -> None:
     assert [s.rule for s in run.engine.status()] == ["errors"]
 
 
+def test_prune_forgets_removed_devices() -> None:
+    """A device removed from the inventory neither stays firing nor goes 'silent' later."""
+    run = Run([builtin("device_down"), builtin("device_silent")], interval=lambda tags: 10.0)
+    run.feed(dev(0, 0, device="old"), dev(0, 1, device="kept"))
+    out = run.engine.prune(lambda tags: tags.get("device") != "old", now_ns=5 * S)
+    assert [(t.rule, t.entity, t.to) for t in out] == [("device_down", "old", "resolved")]
+    assert [(t.rule, t.entity) for t in run.tick(100)] == [("device_silent", "kept")]
+
+
 def test_damaged_store_is_moved_aside() -> None:
     """An unreadable database does not stop the daemon: it is renamed and a new one started."""
     with tempfile.TemporaryDirectory() as tmp:
