@@ -162,17 +162,24 @@ class AlertEngine:
     def apply(self, rules: Sequence[Rule], now_ns: int | None = None) -> list[Transition]:
         """Switch to a new rule set (config reload), keeping the state of rules that stay.
 
-        A rule that is gone, or changed between threshold and absence, is retired: an incident it
-        had announced is resolved and flapping is declared over (at ``now_ns``, default the
-        clock), and its state is forgotten. A rule that changed otherwise keeps its state machines.
+        The state machines of a rule that is gone, that changed between threshold and absence or
+        to another measurement, and of entities a changed scope no longer includes, are retired:
+        an incident they had announced is resolved and flapping is declared over (at ``now_ns``,
+        default the clock). A rule that changed otherwise (a threshold, ``for``) keeps them.
         """
         old = self._rules
         self._set_rules(rules)
-        retired = [
-            st
-            for st in self._states.values()
-            if st.rule not in self._rules or self._rules[st.rule].kind != old[st.rule].kind
-        ]
+
+        def stays(st: EntityState) -> bool:
+            new = self._rules.get(st.rule)
+            was = old[st.rule]
+            return (
+                new is not None
+                and (new.kind, new.measurement) == (was.kind, was.measurement)
+                and new.scope.includes(st.tags)
+            )
+
+        retired = [st for st in self._states.values() if not stays(st)]
         for st in retired:
             self._forget(st.key)
         return self._retire(retired, self._clock() if now_ns is None else now_ns)

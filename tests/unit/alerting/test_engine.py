@@ -475,7 +475,8 @@ def test_rule_removed_while_stopped_resolves_its_incident() -> None:
 
 
 def test_apply_keeps_state_of_rules_that_stay_and_retires_the_rest() -> None:
-    """A reload that changes a threshold keeps firing alerts; one that drops a rule resolves its alerts."""
+    """A reload that changes a threshold keeps firing alerts; dropping a rule, or scoping an entity
+    out, resolves them."""
     run = Run([builtin("device_down"), make(**ERRORS)])
     run.feed(dev(0, 0), iface(0, in_errors_ps=50))
     out = run.engine.apply([builtin("device_down"), make(**{**ERRORS, "threshold": 100})], now_ns=50 * S)
@@ -483,6 +484,9 @@ def test_apply_keeps_state_of_rules_that_stay_and_retires_the_rest() -> None:
     out = run.engine.apply([make(**ERRORS)], now_ns=60 * S)
     assert [(t.rule, t.to, t.at_ns) for t in out] == [("device_down", "resolved", 60 * S)]
     assert [s.rule for s in run.engine.status()] == ["errors"]
+    out = run.engine.apply([make(**ERRORS, scope={"devices": ["core"]})], now_ns=70 * S)
+    assert [(t.rule, t.entity, t.to) for t in out] == [("errors", "sw1:p1", "resolved")]
+    assert run.engine.status() == []
 
 
 def test_prune_forgets_removed_devices() -> None:
