@@ -160,8 +160,18 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
             db.close()
     assert kills == 20
     assert committed, "the kills should have caught points in the spool"
-    # One last clean run drains whatever the spool still holds.
-    proc = subprocess.Popen([NETWATCH, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One last clean run drains whatever the spool still holds; SIGTERM only once it is READY
+    # (before its signal handlers exist, Python's default action would kill it).
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(15)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    proc = subprocess.Popen(
+        [NETWATCH, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while not manager.recv(4096).startswith(b"READY=1"):
+        pass
+    manager.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         time.sleep(0.5)
