@@ -27,6 +27,10 @@ from pydantic import (
     create_model,
 )
 
+from netwatch.alerting.maintenance import MaintenanceConfig
+from netwatch.alerting.receivers import ReceiverConfig
+from netwatch.alerting.routing import RouteConfig
+from netwatch.alerting.rules import RuleConfig, check_unique
 from netwatch.api.health import ApiConfig
 from netwatch.configbase import SECRET_KEYS, Duration, Strict
 from netwatch.probes import REGISTRY
@@ -196,6 +200,12 @@ class Config(Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: Defaults = Field(default_factory=Defaults)
+    alerts: Annotated[list[RuleConfig], AfterValidator(check_unique)] = Field(
+        default_factory=list, description="rules that add to or override the built-in ones (by name)"
+    )
+    receivers: list[ReceiverConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list, description="first match wins unless continue")
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
     links: list[LinkConfig] = Field(default_factory=list)
@@ -388,6 +398,32 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
         if node not in state:
             visit(node, [])
 
+    receivers: dict[str, int] = {}
+    for i, rec in _entries(raw, "receivers"):
+        name = rec.get("name")
+        if isinstance(name, str):
+            if name in receivers:
+                problems.append((("receivers", i, "name"), f"duplicate receiver name {name!r}"))
+            receivers.setdefault(name, i)
+    for i, route in _entries(raw, "routes"):
+        names = route.get("receivers")
+        if isinstance(names, list):
+            for j, name in enumerate(names):
+                if isinstance(name, str) and name not in receivers:
+                    problems.append(
+                        (("routes", i, "receivers", j), f"unknown receiver {name!r}{_suggest(name, receivers)}")
+                    )
+    links = ids_of(raw, "links")
+    for i, window in _entries(raw, "maintenance"):
+        scope = window.get("scope")
+        if isinstance(scope, Mapping):
+            for kind, known in (("site", sites), ("device", devices), ("link", links)):
+                ident = scope.get(kind)
+                if isinstance(ident, str) and ident not in known:
+                    problems.append(
+                        (("maintenance", i, "scope", kind), f"unknown {kind} {ident!r}{_suggest(ident, known)}")
+                    )
+
     used_ports: dict[tuple[str, str], str] = {}
     for i, link in _entries(raw, "links"):
         ends = []
@@ -407,6 +443,10 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
         if len(ends) == 2 and ends[0][0] == ends[1][0]:
             problems.append((("links", i, "b", "device"), "a span must join two different devices"))
     return problems
+
+
+def ids_of(raw: Mapping[str, Any], section: str) -> set[str]:
+    return {item["id"] for _, item in _entries(raw, section) if isinstance(item.get("id"), str)}
 
 
 def _suggest(value: str, known: Iterable[str]) -> str:

@@ -97,6 +97,13 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
             "batch_points_avg": _F,
             "write_latency_ms": _F,
             "write_errors": _I,
+            # outbox (alert notifications)
+            "outbox_depth": _I,
+            "outbox_queued": _I,
+            "outbox_delivered": _I,
+            "outbox_retried": _I,
+            "outbox_dropped": _I,
+            "outbox_rejected": _I,
         },
     ),
 }

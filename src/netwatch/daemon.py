@@ -14,9 +14,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+import aiohttp
 import structlog
 
 from netwatch import logs
+from netwatch.alerting.engine import AlertEngine
+from netwatch.alerting.maintenance import MaintenanceCalendar
+from netwatch.alerting.model import incident_id
+from netwatch.alerting.outbox import Outbox
+from netwatch.alerting.receivers import build_sender
+from netwatch.alerting.routing import RouteConfig, Router
+from netwatch.alerting.rules import effective_rules
+from netwatch.alerting.service import AlertService
+from netwatch.alerting.store import AlertStore
+from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.inventory import Inventory
@@ -59,18 +70,28 @@ def build_jobs(inventory: Inventory, resources: ProbeResources, cache: ProbeCach
 
 
 class Pipeline:
-    """Where observations go: samples to the sink, outcomes to the state tracker."""
+    """Where observations go: samples to the sink and the alert rules, outcomes to the state tracker."""
 
-    def __init__(self, loaded: Loaded, sink: Sink) -> None:
+    def __init__(self, loaded: Loaded, sink: Sink, alerts: AlertService | None = None) -> None:
         self.sink = sink
-        self.tracker = StateTracker(loaded.inventory, sink.submit)
+        self.alerts = alerts
+        self.tracker = StateTracker(
+            loaded.inventory, self.emit, override=alerts.device_override if alerts else lambda device: None
+        )
+
+    def emit(self, samples: list[Sample]) -> None:
+        self.sink.submit(samples)
+        if self.alerts is not None:
+            self.alerts.observe(samples)
 
     def observe(self, obs: Observation) -> None:
-        self.sink.submit(obs.outcome.samples)
+        self.emit(list(obs.outcome.samples))
         self.tracker.observe(obs)
 
 
-async def _report_health(current: Callable[[], Config], scheduler: Scheduler, sink: Sink) -> None:
+async def _report_health(
+    current: Callable[[], Config], scheduler: Scheduler, sink: Sink, outbox: Outbox | None = None
+) -> None:
     """Write netwatch's own health (measurement ``netwatch``) every ``scheduler.stats_interval``."""
     while True:
         await asyncio.sleep(current().scheduler.stats_interval)
@@ -83,12 +104,13 @@ async def _report_health(current: Callable[[], Config], scheduler: Scheduler, si
             "checks_in_flight": scheduler.in_flight,
             **scheduler.lag_summary(),
         }
-        sink.submit(
-            [
-                Sample("netwatch", {"instance": instance, "component": "scheduler"}, sched, ts),
-                Sample("netwatch", {"instance": instance, "component": "sink"}, dict(sink.stats()), ts),
-            ]
-        )
+        samples = [
+            Sample("netwatch", {"instance": instance, "component": "scheduler"}, sched, ts),
+            Sample("netwatch", {"instance": instance, "component": "sink"}, dict(sink.stats()), ts),
+        ]
+        if outbox is not None:
+            samples.append(Sample("netwatch", {"instance": instance, "component": "outbox"}, dict(outbox.stats()), ts))
+        sink.submit(samples)
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -147,8 +169,12 @@ async def run(
     resources = ProbeResources()
     spool = open_spool(cfg)
     quarantine = cfg.state_dir / "quarantine"
-    async with open_sink(cfg.influxdb, instance=cfg.instance, buffer=spool, quarantine_dir=quarantine) as sink:
-        pipeline = Pipeline(running, sink)
+    async with (
+        open_sink(cfg.influxdb, instance=cfg.instance, buffer=spool, quarantine_dir=quarantine) as sink,
+        contextlib.AsyncExitStack() as alerting_stack,
+    ):
+        alerts, outbox = await open_alerting(running, sink, alerting_stack)
+        pipeline = Pipeline(running, sink, alerts)
         probes: ProbeCache = {}
         scheduler = Scheduler(
             build_jobs(running.inventory, resources, probes),
@@ -163,12 +189,13 @@ async def run(
                     log.info("api_listening", url=api.url)
                 tasks = [
                     tg.create_task(scheduler.run(), name="scheduler"),
-                    tg.create_task(_report_health(lambda: running.config, scheduler, sink), name="health"),
+                    tg.create_task(_report_health(lambda: running.config, scheduler, sink, outbox), name="health"),
                 ]
                 # READY=1 once the spool is recovered (above) and the scheduler has ticked.
                 await scheduler.ticked.wait()
                 notifier.ready(_status_line(health))
                 tasks += [
+                    tg.create_task(_tick_alerts(alerts), name="alerts"),
                     tg.create_task(feed_watchdog(notifier, lambda: scheduler.heartbeat), name="watchdog"),
                     tg.create_task(_report_status(notifier, health, lambda: running.config), name="status"),
                 ]
@@ -186,6 +213,7 @@ async def run(
                     running = new
                     configure_logs(new.config.log.level, new.config.log.format)
                     pipeline.tracker.apply(new.inventory)
+                    await reload_alerting(alerts, outbox, new)
                     scheduler.resize(new.config.scheduler.max_in_flight)
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
                     notifier.ready(_status_line(health))
@@ -246,6 +274,81 @@ class DaemonHealth:
     def device_counts(self) -> DeviceCounts:
         up, down = self._pipeline.tracker.device_counts()
         return DeviceCounts(up=up, down=down)
+
+
+async def open_alerting(
+    loaded: Loaded, sink: Sink, stack: contextlib.AsyncExitStack
+) -> tuple[AlertService, Outbox | None]:
+    """Open the alert state (``alerts.db``) and, with receivers, the durable outbox (``outbox.db``).
+
+    Both live under ``state_dir`` and close with ``stack``, after the scheduler and before the sink.
+    """
+    cfg, inventory = loaded.config, loaded.inventory
+    store = AlertStore(cfg.state_dir / "alerts.db")
+    stack.callback(store.close)
+    intervals = {d.id: min((c.interval for c in d.checks), default=None) for d in inventory.devices.values()}
+    kinds = {d.id: d.kind for d in inventory.devices.values()}
+    engine = AlertEngine(
+        effective_rules(cfg.alerts),
+        store,
+        interval=lambda tags: intervals.get(tags.get("device", "")),
+        device_kind=kinds.get,
+    )
+    stack.callback(engine.flush)
+    outbox: Outbox | None = None
+    if cfg.receivers:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        outbox = await stack.enter_async_context(
+            Outbox(cfg.state_dir / "outbox.db", session=session, senders=[build_sender(r) for r in cfg.receivers])
+        )
+        firing = {incident_id(s.rule, s.entity, s.announced_ns) for s in engine.status() if s.announced_ns}
+        outbox.keep_firing(firing)
+    topology = Topology.from_inventory(inventory)
+    service = AlertService(
+        engine=engine,
+        topology=topology,
+        calendar=MaintenanceCalendar(cfg.maintenance, topology),
+        router=Router(_routes(cfg)),
+        enqueue=outbox.enqueue if outbox is not None else None,
+        emit=sink.submit,
+        site_names={s.id: s.name for s in inventory.sites.values()},
+    )
+    return service, outbox
+
+
+def _routes(cfg: Config) -> list[RouteConfig]:
+    """The config's routes; with receivers but no routes, everything goes to every receiver."""
+    if cfg.routes or not cfg.receivers:
+        return list(cfg.routes)
+    return [RouteConfig(receivers=[r.name for r in cfg.receivers])]
+
+
+async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: Loaded) -> None:
+    """Apply a reloaded config's rules, topology, maintenance, routes and receivers."""
+    cfg, inventory = loaded.config, loaded.inventory
+    now = now_ns()
+    alerts.engine.apply(effective_rules(cfg.alerts), now)
+    alerts.engine.prune(
+        lambda tags: tags.get("device", "") in inventory.devices or tags.get("link", "") in inventory.links, now
+    )
+    topology = Topology.from_inventory(inventory)
+    alerts.apply(
+        topology=topology, calendar=MaintenanceCalendar(cfg.maintenance, topology), router=Router(_routes(cfg))
+    )
+    if outbox is not None:
+        await outbox.set_senders([build_sender(r) for r in cfg.receivers])
+    elif cfg.receivers:
+        log.warning("config_needs_restart", keys=["receivers"], why="receivers were added; the outbox opens at start")
+
+
+async def _tick_alerts(alerts: AlertService) -> None:
+    """Advance alert timers (for, group_wait, repeats, absence, maintenance ends) every second."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            alerts.tick()
+        except Exception:
+            log.exception("alert_tick_failed")
 
 
 def _status_line(health: DaemonHealth) -> str:

@@ -32,8 +32,16 @@ class _Tracked:
 class StateTracker:
     """Keep the latest outcome per (device, check) and emit state samples as they change."""
 
-    def __init__(self, inventory: Inventory, emit: Callable[[list[Sample]], None]) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        emit: Callable[[list[Sample]], None],
+        *,
+        override: Callable[[str], str | None] = lambda device: None,
+    ) -> None:
         self._emit = emit
+        #: For a device that is not up: "unreachable" (behind a down parent) or "maintenance".
+        self._override = override
         self._outcomes: dict[tuple[str, str], Outcome] = {}
         #: Checks that report port states, per device: their ports are expected to be known.
         self._port_reporters: dict[str, set[str]] = {}
@@ -107,10 +115,13 @@ class StateTracker:
         if state != tracked.state:
             self._log_device(device, tracked, state, failing)
             tracked.state, tracked.since = state, time.monotonic()
+        written = state
+        if state != "up":
+            written = self._override(device.id) or state
         return Sample(
             "device",
             device.target.base_tags(),
-            {"up": int(state != "down"), "state": state, "reason": reason},
+            {"up": int(state != "down"), "state": written, "reason": reason},
             ts,
         )
 
