@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,9 @@ routes:
   - {{receivers: [noc], group_wait: 3s}}
 """
     )
-    proc = subprocess.Popen([NETWATCH, "run", "-c", str(tmp_path / "netwatch.yaml")], stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        NETWATCH, "run", "-c", str(tmp_path / "netwatch.yaml"), stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         for _ in range(100):
             if received:
@@ -67,7 +68,7 @@ routes:
         await asyncio.sleep(4)  # room for a wrong second page to arrive
     finally:
         proc.terminate()
-        await asyncio.to_thread(proc.wait, 15)
+        await asyncio.wait_for(proc.wait(), 15)
         await runner.cleanup()
     assert len(received) == 1, [json.loads(b) for _, b in received]
     headers, body = received[0]
@@ -78,4 +79,6 @@ routes:
     text = json.dumps(doc)
     assert "sw-vp" in text
     assert "device_down" in text
-    assert "cam-vp" in text and "ap-vp" in text  # the impact names what is dark behind it
+    # The impact names what is dark behind it.
+    assert "cam-vp" in text
+    assert "ap-vp" in text
