@@ -40,6 +40,9 @@ BAD = [
     ("bad-dotted-address.yaml", "4: devices[0].address: '10.20.51' is not a valid IPv4 address"),
     ("bad-zero-timeout.yaml", "2: defaults.timeout: Input should be greater than 0"),
     ("bad-url-credentials.yaml", "2: influxdb.url: no user:password in the URL; use username_file"),
+    ("bad-route-receiver.yaml", "5: routes[0].receivers[0]: unknown receiver 'nco' (did you mean 'noc'?)"),
+    ("bad-maintenance-scope.yaml", "3: maintenance[0].scope.site: unknown site 'hqq' (did you mean 'hq'?)"),
+    ("bad-rule-field.yaml", "3: alerts[0]: rule 'rx': measurement 'optics' has no field 'rx_dmb'"),
 ]
 
 
