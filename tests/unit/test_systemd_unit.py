@@ -132,7 +132,7 @@ def test_unit_loads_the_credentials_the_example_config_names() -> None:
     service = parse_unit(UNIT.read_text())["Service"]
     ids = {value.partition(":")[0] for value in service["LoadCredential"]}
     example = (UNIT.parents[1] / "config" / "example.yaml").read_text()
-    named = {Path(m).name for m in re.findall(r"\b\w+_file:\s*(\S+)", example)}
+    named = {Path(m).name for m in re.findall(r"\b\w+_file:\s*([^\s,}]+)", example)}
     assert named, "the example config names no secret files"
     assert named <= ids
     assert {"snmp-community", "snmpv3-auth", "snmpv3-priv", "influxdb-password"} <= ids
