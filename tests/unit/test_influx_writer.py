@@ -279,6 +279,25 @@ async def test_bad_request_is_rejected_quarantined_and_not_retried(influx: Scrip
     assert first[1].startswith("ping,")
 
 
+async def test_a_400_that_is_not_influxdb_refusing_the_lines_keeps_them(influx: ScriptedInflux, tmp_path: Path) -> None:
+    """http:// to an https:// port, a proxy's 400: not a refusal of the lines. They stay buffered
+    (a config mistake must not wipe the spool), nothing is quarantined, the error is logged once."""
+    influx.then = Reply(400, "Client sent an HTTP request to an HTTPS server.")
+    quarantine = tmp_path / "quarantine"
+    with capture_logs() as logs:
+        async with InfluxSink(config(influx), instance="t", quarantine_dir=quarantine, close_timeout=0.2) as sink:
+            sink.submit(pings(5))
+            await until("several attempts", lambda: len(influx.received) >= 2, timeout=5)
+            stats = sink.stats()
+    assert stats["points_rejected"] == 0
+    assert stats["points_written"] == 0
+    assert stats["buffer_points"] == 5
+    assert not quarantine.exists()
+    failed = [e for e in logs if e["event"] == "influx_write_failed"]
+    assert len(failed) == 1
+    assert failed[0]["reason"] == "refused"
+
+
 async def test_partial_write_counts_only_dropped_points(influx: ScriptedInflux) -> None:
     """InfluxDB 1.x writes the good points of a batch: only the ones it dropped are rejected."""
     error = 'partial write: field type conflict: input field "up" on measurement "ping" is type float, '

@@ -79,7 +79,7 @@ class InfluxConfig(Strict):
     ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the server with")
     retry_initial: Duration = Field(default=1.0, description="first wait before retrying a failed write")
     retry_max: Duration = Field(
-        default=60.0, description="longest wait between retries (also the pace while credentials are refused)"
+        default=10.0, description="longest wait between retries (also the pace while credentials are refused)"
     )
 
     @field_validator("url")
@@ -203,6 +203,8 @@ class WriteResult:
     error: str = ""
     #: Seconds the server asked us to wait (``Retry-After``), if it did.
     retry_after: float | None = None
+    #: The answer came from InfluxDB itself (X-Influxdb-* headers), not a proxy or a wrong port.
+    from_influx: bool = False
 
     @property
     def ok(self) -> bool:
@@ -242,7 +244,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-def _error_text(body: bytes | str | None, limit: int = 1000) -> str:
+def _error_text(body: bytes | str | None, limit: int = 1_000_000) -> str:
     """Pull InfluxDB's message out of an error body (JSON ``error`` or ``message``, else text)."""
     if body is None:
         return ""
@@ -307,6 +309,7 @@ class _V1Transport:
                     resp.status,
                     _error_text(text) or resp.headers.get("X-Influxdb-Error", "") or resp.reason or "",
                     parse_retry_after(resp.headers.get("Retry-After")),
+                    from_influx=any(h.lower().startswith("x-influxdb") for h in resp.headers),
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return WriteResult(None, _describe(exc))
@@ -350,10 +353,12 @@ class _V2Transport:
             # the client's default precision is ns, which is what the lines carry.
             await self._write_api.write(bucket=self._bucket, org=self._org, record=body)
         except ApiException as exc:
+            headers = getattr(exc, "headers", None) or {}
             return WriteResult(
                 int(exc.status or 0) or None,
                 _error_text(exc.body) or str(exc.reason or ""),
                 parse_retry_after(exc.retry_after if isinstance(exc.retry_after, str) else None),
+                from_influx=any(str(h).lower().startswith("x-influxdb") for h in headers),
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return WriteResult(None, _describe(exc))
@@ -615,6 +620,8 @@ class InfluxSink:
                     break
                 batch = await buffer.take(cfg.batch_size)
                 if batch is None:
+                    # The buffer says points wait but hands none out: never spin on that.
+                    await asyncio.sleep(0.5)
                     break
                 await self._deliver(batch)
             # What is left (less than a batch, not yet due) arrived after first_at: keep that.
@@ -688,7 +695,7 @@ class InfluxSink:
                 w1, r1 = await self._send(lines[:half])
                 w2, r2 = await self._send(lines[half:])
                 return w1 + w2, r1 + r2
-            if status is not None and 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+            if status in (400, 422) and _is_rejection(result):
                 # The server got it and will never take it: retrying would loop forever.
                 self._recovered()
                 rejected = rejected_points(result.error, len(lines))
@@ -697,7 +704,7 @@ class InfluxSink:
                     self._log.error(
                         "influx_points_rejected",
                         status=status,
-                        error=result.error,
+                        error=result.error[:1000],
                         points=rejected,
                         batch_points=len(lines),
                         quarantined_to=saved,
@@ -714,7 +721,7 @@ class InfluxSink:
 
     def _retry_delay(self, kind: str, attempt: int, retry_after: float | None) -> float:
         cfg = self._cfg
-        if kind in ("auth", "database_not_found"):
+        if kind in ("auth", "database_not_found", "refused"):
             # Someone has to fix the server side; knocking every second helps nobody.
             backoff = cfg.retry_max
         else:
@@ -738,7 +745,7 @@ class InfluxSink:
         event = {
             "reason": kind,
             "status": result.status,
-            "error": result.error,
+            "error": result.error[:1000],
             "buffer_points": len(self._buffer),
             "action": "keeping the points and retrying",
         }
@@ -756,6 +763,13 @@ class InfluxSink:
                 else "create the bucket (and check org); InfluxDB before 1.8 has no /api/v2/write: use v1"
             )
             self._log.error("influx_write_failed", **event, hint=hint)
+        elif kind == "refused":
+            self._log.error(
+                "influx_write_failed",
+                **event,
+                hint="the answer did not come from InfluxDB's line-protocol parser (a proxy, http:// to an "
+                "https:// port, a wrong path?): check influxdb.url; the points stay in the spool",
+            )
         else:
             self._log.warning("influx_write_failed", **event)
 
@@ -772,6 +786,17 @@ class InfluxSink:
         )
 
 
+#: Words of a line-protocol refusal: InfluxDB read the lines and will never take them.
+_REJECTION = re.compile(r"partial write|unable to parse|field type conflict|beyond retention|line protocol|invalid")
+
+
+def _is_rejection(result: WriteResult) -> bool:
+    """Tell a refusal of the lines themselves (drop them) from a 400 of something else: a proxy,
+    an HTTP request sent to an HTTPS port, a wrong path. Those keep the points: dropping them
+    would wipe the spool over a config mistake."""
+    return result.from_influx or bool(_REJECTION.search(result.error))
+
+
 def _failure_kind(status: int | None) -> str:
     if status is None:
         return "unreachable"
@@ -783,6 +808,8 @@ def _failure_kind(status: int | None) -> str:
         return "throttled"
     if status == 408:
         return "timeout"
+    if 400 <= status < 500:
+        return "refused"
     return "server_error"
 
 
