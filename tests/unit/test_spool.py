@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from netwatch.sink.spool import ROW_OVERHEAD, SqliteSpool
+from netwatch.sink.spool import SqliteSpool
 
 
 def lines(n: int, start: int = 0) -> list[str]:
@@ -144,32 +144,60 @@ def test_damaged_file_is_moved_aside_and_the_daemon_starts(tmp_path: Path, damag
     if damage == "truncate":
         assert 1000 <= reopened.recovered < 5000  # the pages still on disk are salvaged
     else:
-        assert reopened.recovered + reopened.corrupt < 5000 or reopened.corrupt > 0
+        assert reopened.recovered < 5000  # the damaged pages' rows are gone, the rest is kept
+        assert reopened.recovered > 0
     assert any(e["event"] == "spool_corrupt" for e in logs)
     assert list(tmp_path.glob("spool.db.corrupt-*"))
     reopened.append(lines(1, start=99_999))
     assert len(reopened) == reopened.recovered + 1
 
 
-def test_full_disk_drops_oldest_instead_of_crashing(tmp_path: Path) -> None:
-    """On a full file system the spool keeps taking new lines by dropping old ones, and counts them."""
+def _umount(mnt: Path) -> None:
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill_small_disk(tmp_path: Path, appends: int) -> tuple[SqliteSpool, list[dict[str, object]], Path]:
     if os.geteuid() != 0:
         pytest.fail("this test mounts a small tmpfs and needs root (CI runs as root)", pytrace=False)
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
+    with structlog.testing.capture_logs() as logs:
+        for i in range(appends):
+            spool.append(lines(5, start=i * 5))
+    return spool, logs, mnt
+
+
+async def test_full_disk_is_counted_not_a_crash(tmp_path: Path) -> None:
+    """On a full file system the spool keeps running, counts every point it could not keep, and
+    says so: appended == held + dropped."""
+    spool, logs, mnt = _fill_small_disk(tmp_path, 12_000)
     try:
-        spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
-        with structlog.testing.capture_logs() as logs:
-            for i in range(3000):
-                spool.append(lines(5, start=i * 5))
         assert spool.dropped > 0
-        assert len(spool) + spool.dropped == 15_000
-        assert any(e["event"] in ("spool_full", "spool_write_failed") for e in logs)
-        assert len(spool) * (ROW_OVERHEAD + 40) < 512 * 1024 * 2
+        assert len(spool) + spool.dropped == 60_000
+        assert any(e["event"] == "spool_disk_full" for e in logs)
+        assert await spool.take(5) is not None
         spool._db.close()
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        _umount(mnt)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (issue 3): after the first full-disk episode the reserve cannot be taken "
+    "again and the WAL needs room for the delete, so later points are the ones dropped",
+)
+async def test_full_disk_keeps_the_newest(tmp_path: Path) -> None:
+    """On a full file system the oldest points are dropped and the newest kept, as with the cap."""
+    spool, _, mnt = _fill_small_disk(tmp_path, 12_000)
+    try:
+        newest = await spool.take(5)
+        assert newest is not None
+        assert list(newest.lines) == lines(5, start=59_995)
+    finally:
+        spool._db.close()
+        _umount(mnt)
 
 
 def files_size(directory: Path) -> int:
@@ -177,14 +205,22 @@ def files_size(directory: Path) -> int:
 
 
 async def test_drained_spool_gives_its_disk_back(tmp_path: Path) -> None:
-    """After an outage's backlog is delivered, the spool file shrinks back instead of keeping its peak."""
+    """After an outage's backlog is delivered, the spool file shrinks back over the next flushes
+    (a bounded step per batch, never one long stall) instead of keeping its peak."""
     spool = SqliteSpool(tmp_path / "spool.db", max_bytes=100_000_000)
     for i in range(200):
         spool.append(lines(100, start=i * 100))
     peak = files_size(tmp_path)
     while (batch := await spool.take(5000)) is not None:
         await spool.ack(batch)
-    after = files_size(tmp_path)
+    for i in range(40):  # steady state after the outage: a small batch per flush
+        spool.append(lines(10, start=100_000 + i * 10))
+        batch = await spool.take(5000)
+        assert batch is not None
+        await spool.ack(batch)
+    after = (tmp_path / "spool.db").stat().st_size
+    wal = tmp_path / "spool.db-wal"
     assert peak > 2_000_000
-    assert after < peak / 10
+    assert after < peak / 4
+    assert not wal.exists() or wal.stat().st_size <= 4 << 20
     await spool.aclose()

@@ -21,6 +21,7 @@ would need per-record ack bitmaps); and the file needs no compaction logic of ou
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 import zlib
@@ -35,10 +36,20 @@ from netwatch.sink.buffer import Batch
 
 log = structlog.get_logger(__name__)
 
+#: Disk kept in reserve beside the spool: on a full disk it is given up so that deleting the
+#: oldest points (which needs WAL space of its own) can make room for the newest.
+RESERVE_BYTES = 4 << 20
+#: Pages freed per acknowledged batch once the spool has (nearly) drained: bounded work on the
+#: event loop (~2 MiB, a few ms), so a 250 MiB peak goes back to the disk over a couple of minutes.
+VACUUM_PAGES = 512
+GIVE_BACK_BELOW = 10_000
+WAL_LIMIT_BYTES = 4 << 20
+
 #: Per-row overhead counted against the cap (rowid, CRC, b-tree cell), measured ~40 bytes.
 ROW_OVERHEAD = 40
-#: How much below the cap a trim goes, so that a spool at its cap does not trim on every append.
-TRIM_HEADROOM = 0.05
+#: How much below the cap a trim goes, so that a spool at its cap does not trim on every append
+#: (small: a trim runs on the event loop, and 1 % of a 1 GiB spool is ~0.2 s of deletes).
+TRIM_HEADROOM = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -78,16 +89,20 @@ class SqliteSpool:
         self.corrupt = 0
         self.recovered = 0
         self._full_logged = False
+        self._write_failed_logged = False
+        self._reserve = path.with_name(path.name + ".reserve")
         self._batch_seq = 0
         #: batch seq -> (seqs of its rows, bytes); rows stay in the table until acked.
         self._taken: dict[int, tuple[list[int], int]] = {}
         self._taken_points = 0
+        self._undeleted: list[int] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
         row = self._db.execute("SELECT count(*), coalesce(sum(length(line)), 0) FROM points").fetchone()
         self._count = int(row[0])
         self._bytes = int(row[1]) + ROW_OVERHEAD * self._count
         self.recovered = self._count
+        self._ensure_reserve()
         if self._count:
             log.info("spool_recovered", path=str(path), points=self._count, bytes=self._bytes)
 
@@ -100,6 +115,8 @@ class SqliteSpool:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # After a checkpoint the WAL is cut back to this, instead of keeping its high-water size.
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         return db
 
     def _open(self) -> sqlite3.Connection:
@@ -143,7 +160,11 @@ class SqliteSpool:
                 if not rows:
                     break
                 step = 64
-                good = [(seq, bytes(line), crc) for seq, line, crc in rows if _crc(bytes(line)) == crc]
+                good = [
+                    (seq, _as_bytes(line), crc)
+                    for seq, line, crc in rows
+                    if isinstance(line, bytes | str) and isinstance(crc, int) and _crc(_as_bytes(line)) == crc
+                ]
                 self.corrupt += len(rows) - len(good)
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO points(seq, line, crc) VALUES (?, ?, ?)", good)
@@ -194,10 +215,37 @@ class SqliteSpool:
                 if attempt == 2 or not _disk_full(exc):
                     self._drop_new(len(rows), f"cannot write the spool: {exc}")
                     return
-                # Disk full: the same case as the cap. Make room from the oldest, try once more.
-                self._trim(max(size, self._bytes // 10))
+                # Disk full: the same case as the cap. Deleting needs WAL space too, so give up the
+                # reserve first, then drop the oldest points and try once more.
+                self._release_reserve()
+                # Rewind the WAL into the database so the delete can reuse the WAL file's space.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+                freed = self._trim(max(size * 4, self._bytes // 20))
+                # Hand the trimmed pages back to the file system and take the reserve again, so
+                # that the next full disk finds room for its delete too.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._db.executescript(f"PRAGMA incremental_vacuum({freed // 4096 + 1});")
+                self._ensure_reserve()
         self._count += len(rows)
         self._bytes += size
+        self._write_failed_logged = False
+
+    def _ensure_reserve(self) -> None:
+        """Hold RESERVE_BYTES of disk beside the spool while there is room for it."""
+        if self._reserve.exists():
+            return
+        try:
+            with self._reserve.open("wb") as f:
+                f.truncate(0)
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> None:
+        if self._reserve.exists():
+            self._reserve.unlink(missing_ok=True)
+            log.warning("spool_disk_full", path=str(self.path), action="released the reserve to drop the oldest points")
 
     async def take(self, max_points: int) -> Batch | None:
         """Hand out up to ``max_points`` of the newest waiting lines (oldest CRC-failures skipped)."""
@@ -218,6 +266,7 @@ class SqliteSpool:
                 self._count -= self._delete([seq for seq, _ in bad])
                 self._bytes -= sum(length + ROW_OVERHEAD for _, length in bad)
                 self.corrupt += len(bad)
+                self._dropped += len(bad)
                 log.error("spool_corrupt_rows", path=str(self.path), points=len(bad), action="skipped, never sent")
                 continue
             rows.reverse()  # oldest first inside a batch
@@ -231,17 +280,35 @@ class SqliteSpool:
     async def ack(self, batch: Batch) -> None:
         seqs, size = self._taken.pop(batch.seq)
         self._taken_points -= len(seqs)
-        # A trim never takes rows in flight, so what the batch held is what leaves now.
-        self._count -= self._delete(seqs)
+        # InfluxDB has these: they leave the count now. If the delete itself fails (a full disk),
+        # they are deleted later; until then a restart would resend them (an upsert, harmless).
+        self._undeleted.extend(seqs)
+        self._count -= len(seqs)
         self._bytes -= size
+        try:
+            self._delete(self._undeleted)
+            self._undeleted.clear()
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            self._release_reserve()
+            log.warning("spool_delete_deferred", path=str(self.path), rows=len(self._undeleted), error=str(exc))
         if self._full_logged and self._bytes < self._cap // 2:
             self._full_logged = False
         if self._count == 0:
             self._bytes = 0
-            # Give the disk back once drained. The pragma frees one page per step, and the sqlite3
-            # module steps a pragma only once: executescript runs it to completion.
-            self._db.executescript("PRAGMA incremental_vacuum;")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._count <= GIVE_BACK_BELOW:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        """Return freed pages to the disk a bounded step at a time (called per drained batch), and
+        put the disk reserve back. The pragma frees one page per step and the sqlite3 module steps
+        a pragma only once: executescript runs the bounded step to completion."""
+        try:
+            if self._db.execute("PRAGMA freelist_count").fetchone()[0]:
+                self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            self._ensure_reserve()
+        except sqlite3.OperationalError:
+            self._rollback()
 
     async def requeue(self, batch: Batch) -> None:
         seqs, _ = self._taken.pop(batch.seq)
@@ -280,7 +347,7 @@ class SqliteSpool:
         self._db.execute("COMMIT")
         return removed
 
-    def _trim(self, excess: int) -> None:
+    def _trim(self, excess: int) -> int:
         """Drop the oldest waiting lines worth at least ``excess`` bytes, and count them."""
         in_flight = {seq for seqs, _ in self._taken.values() for seq in seqs}
         freed, victims = 0, []
@@ -300,12 +367,12 @@ class SqliteSpool:
                 if freed >= excess:
                     break
         if not victims:
-            return
+            return 0
         try:
             removed = self._delete(victims)
         except sqlite3.OperationalError:
             self._rollback()
-            return
+            return 0
         self._count -= removed
         self._bytes -= freed
         self._dropped += removed
@@ -318,16 +385,21 @@ class SqliteSpool:
                 dropped_points=removed,
                 why="InfluxDB has not taken points for longer than the spool holds; dropping the oldest",
             )
+        return freed
 
     def _drop_new(self, n: int, why: str) -> None:
         self._dropped += n
-        if not self._full_logged:
-            self._full_logged = True
+        if not self._write_failed_logged:
+            self._write_failed_logged = True
             log.error("spool_write_failed", path=str(self.path), dropped_points=n, why=why)
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.OperationalError):
             self._db.execute("ROLLBACK")
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def _readable_copy(path: Path) -> Path:
