@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -374,11 +376,27 @@ class StartupError(Exception):
     """Something outside the config file keeps the daemon from starting (state_dir, ports)."""
 
 
+_STATE_LOCKS: list[int] = []
+
+
+def _lock_state_dir(state_dir: Path) -> None:
+    """Hold an exclusive lock on state_dir for the life of the process: two daemons sharing one
+    spool would send and delete each other's points."""
+    fd = os.open(state_dir / "netwatch.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"another netwatch is running with state_dir {state_dir}") from None
+    _STATE_LOCKS.append(fd)  # released by the kernel when the process exits
+
+
 def open_spool(cfg: Config) -> SqliteSpool:
     """Open (and recover) the spool under ``state_dir``; what it holds is delivered first."""
     path = cfg.state_dir / "spool.db"
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        _lock_state_dir(cfg.state_dir)
         return SqliteSpool(path, max_bytes=int(cfg.spool.max_bytes))
     except (OSError, sqlite3.Error) as exc:
         raise StartupError(f"cannot open the spool {path}: {exc} (state_dir must be writable)") from exc

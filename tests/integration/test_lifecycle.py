@@ -295,3 +295,32 @@ async def test_outage_longer_than_the_cap_counts_exactly(tmp_path: Path, influxd
     assert stats["points_written"] + stats["points_dropped"] == 3000
     rows = await asyncio.to_thread(influxd_own.series, "SELECT count(up) FROM ping")
     assert rows[0]["values"][0][1] == stats["points_written"]
+
+
+def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    """Two daemons sharing one spool would delete each other's points: the second exits 1 at once."""
+    config = tmp_path / "netwatch.yaml"
+    config.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+api: {{listen: "127.0.0.1:0"}}
+defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
+sites: [{{id: hq, name: HQ}}]
+devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
+"""
+    )
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    first = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert manager.recv(4096).startswith(b"READY=1")
+        second = subprocess.run([NETWATCH, "run", "-c", str(config)], capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert "another netwatch is running with state_dir" in second.stderr
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(15)
+        manager.close()
