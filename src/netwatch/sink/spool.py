@@ -152,14 +152,21 @@ class SqliteSpool:
                         "SELECT seq, line, crc FROM points WHERE seq > ? ORDER BY seq LIMIT 1000", (last,)
                     ).fetchall()
                 except sqlite3.DatabaseError:
-                    # A damaged or missing b-tree page: skip ahead past it, further each time.
+                    # A damaged or missing b-tree page. Rows next to it may still read one by one
+                    # (a range scan fails as soon as it touches the bad page); past them, skip
+                    # ahead, further each time.
                     lost_ranges += 1
-                    last += step
-                    step *= 2
-                    continue
+                    rows = []
+                    for seq in range(last + 1, last + 1 + min(step, 1000)):
+                        with contextlib.suppress(sqlite3.DatabaseError):
+                            rows += old.execute("SELECT seq, line, crc FROM points WHERE seq = ?", (seq,)).fetchall()
+                    if not rows:
+                        last += step
+                        step *= 2
+                        continue
                 if not rows:
                     break
-                step = 64
+                step = 64 if len(rows) == 1000 or lost_ranges == 0 else step
                 good = [
                     (seq, _as_bytes(line), crc)
                     for seq, line, crc in rows
