@@ -27,10 +27,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import gzip
 import json
-import math
 import random
 import re
 import ssl
@@ -38,7 +36,6 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -50,6 +47,7 @@ from pydantic import Field, HttpUrl, field_validator, model_validator
 from netwatch import __version__
 from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import Sample
+from netwatch.retryafter import parse_retry_after
 from netwatch.sink.buffer import Batch, LineBuffer, MemoryBuffer
 from netwatch.sink.lineproto import LineEncoder
 
@@ -222,26 +220,6 @@ class _Transport(Protocol):
 
 def _join(lines: Sequence[str]) -> bytes:
     return "\n".join(lines).encode("utf-8")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _error_text(body: bytes | str | None, limit: int = 1_000_000) -> str:

@@ -47,11 +47,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import hashlib
 import hmac
 import json
-import math
 import ssl
 import time
 from collections.abc import Mapping
@@ -65,6 +63,7 @@ from pydantic import HttpUrl, SecretStr, field_validator
 from netwatch.alerting.model import Event, Impact, Notification
 from netwatch.alerting.outbox import ReceiverBase, SendResult
 from netwatch.configbase import SecretFile, reveal
+from netwatch.retryafter import parse_retry_after
 
 SCHEMA_VERSION = 1
 
@@ -148,22 +147,8 @@ def ssl_for(cfg: ReceiverBase) -> ssl.SSLContext | bool:
     return True
 
 
-def retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
+#: Kept under its receivers' name; the parsing is shared with the InfluxDB sink.
+retry_after = parse_retry_after
 
 
 def short(text: str, limit: int = 200) -> str:
