@@ -68,6 +68,10 @@ class Received:
     status: int  # what the script answered
 
 
+#: Reply statuses that are not HTTP: never answer (a hung server), or reset the connection.
+HANG, RESET = 0, -1
+
+
 class ScriptedInflux:
     """Answer each write with the next reply of ``script``, then with ``then``; record requests."""
 
@@ -110,6 +114,12 @@ class ScriptedInflux:
                 status=reply.status,
             )
         )
+        if reply.status == HANG:
+            await asyncio.sleep(3600)
+        if reply.status == RESET:
+            assert request.transport is not None
+            request.transport.abort()  # the client sees its connection reset, no answer
+            raise web.HTTPServiceUnavailable()
         return web.Response(status=reply.status, text=reply.body or None, headers=dict(reply.headers))
 
 
@@ -229,6 +239,22 @@ async def test_connection_refused_then_server_appears(unused_tcp_port: int) -> N
     assert len(server.received) == 1
 
 
+@pytest.mark.parametrize("fault", [HANG, RESET], ids=["hang", "reset"])
+async def test_hung_or_reset_connection_is_retried_and_delivered_once(influx: ScriptedInflux, fault: int) -> None:
+    """A server that never answers (timeout) or resets the connection: the batch is kept, retried,
+    and delivered exactly once when the server answers again."""
+    influx.script = [Reply(fault), Reply(fault)]
+    async with InfluxSink(config(influx, timeout=0.3), instance="t") as sink:
+        sink.submit(pings(6))
+        await until("delivery", lambda: sink.stats()["points_written"] == 6, timeout=10)
+        stats = sink.stats()
+    assert stats["write_errors"] >= 2
+    assert stats["buffer_points"] == 0
+    assert sorted(influx.accepted_lines) == sorted(set(influx.accepted_lines))
+    assert len(influx.accepted_lines) == 6
+    assert balanced(stats)
+
+
 async def test_recovery_is_noticed_within_a_flush_interval_not_retry_max(unused_tcp_port: int) -> None:
     """While nobody answers, the sink looks again every flush interval (not at retry_max), so data
     flows within about one flush interval of InfluxDB coming back."""
@@ -298,11 +324,13 @@ async def test_a_400_that_is_not_influxdb_refusing_the_lines_keeps_them(influx: 
     assert failed[0]["reason"] == "refused"
 
 
-async def test_partial_write_counts_only_dropped_points(influx: ScriptedInflux) -> None:
-    """InfluxDB 1.x writes the good points of a batch: only the ones it dropped are rejected."""
+@pytest.mark.parametrize("status", [400, 422])
+async def test_partial_write_counts_only_dropped_points(influx: ScriptedInflux, status: int) -> None:
+    """InfluxDB writes the good points of a batch (400 in 1.x, 422 in 2.x): only the ones it
+    dropped are rejected, and nothing is retried."""
     error = 'partial write: field type conflict: input field "up" on measurement "ping" is type float, '
     error += "already exists as type integer dropped=1"
-    influx.script = [Reply(400, json.dumps({"error": error}))]
+    influx.script = [Reply(status, json.dumps({"error": error}))]
     async with InfluxSink(config(influx), instance="t") as sink:
         sink.submit(pings(4))
         await until("the answer", lambda: sink.stats()["points_rejected"] == 1)
