@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bench.record import append_rows  # noqa: E402
+from bench.samples import interface_sample, ping_sample  # noqa: E402
 from tests.servers.influx import InfluxdServer  # noqa: E402
 
 from netwatch.logs import configure as configure_logs  # noqa: E402
@@ -84,50 +85,10 @@ class Generator:
             self.n += 1
             ts = now + j
             if j % 5 == 0:
-                samples.append(
-                    Sample(
-                        "ping",
-                        {"device": f"ap-{i % 500}", "site": f"park-{i % 18}", "kind": "wifi_ap"},
-                        {
-                            "up": 1,
-                            "sent": 3,
-                            "received": 3,
-                            "loss_pct": 0.0,
-                            "rtt_min_ms": 0.4,
-                            "rtt_avg_ms": 0.52 + i % 7,
-                            "rtt_max_ms": 0.9 + i % 11,
-                            "jitter_ms": 0.1,
-                        },
-                        ts,
-                    )
-                )
+                samples.append(ping_sample(i, ts))
                 self.generated["ping"] += 1
             else:
-                samples.append(
-                    Sample(
-                        "interface",
-                        {
-                            "device": f"core-{i % 8}",
-                            "site": "city-hall",
-                            "port": f"xe-0/0/{i % 48}",
-                            "link": f"span-{i % 16}",
-                        },
-                        {
-                            "oper_up": 1,
-                            "admin_up": 1,
-                            "speed_bps": 10_000_000_000,
-                            "in_bps": 2.3e9 + i,
-                            "out_bps": 7.1e8 + i,
-                            "in_util_pct": 23.1,
-                            "out_util_pct": 7.1,
-                            "in_errors_ps": 0.0,
-                            "out_errors_ps": 0.0,
-                            "in_discards_ps": 0.0,
-                            "out_discards_ps": 0.0,
-                        },
-                        ts,
-                    )
-                )
+                samples.append(interface_sample(i, ts))
                 self.generated["interface"] += 1
         self.last_ns = now + count - 1
         return samples

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bench.record import append_rows  # noqa: E402
+from bench.samples import interface_sample, ping_sample  # noqa: E402
 
-from netwatch.model import Sample  # noqa: E402
 from netwatch.sink.lineproto import LineEncoder  # noqa: E402
 from netwatch.sink.spool import SqliteSpool  # noqa: E402
 
@@ -44,59 +44,14 @@ ALIGN = "|---|---:|---:|---:|---:|---:|---:|---|"
 
 
 def make_lines(n: int) -> list[str]:
-    enc = LineEncoder()
     base = 1_795_000_000_000_000_000
-    samples = []
-    for i in range(n):
-        if i % 3 == 0:
-            samples.append(
-                Sample(
-                    "ping",
-                    {"device": f"ap-{i % 500}", "site": f"park-{i % 18}", "kind": "wifi_ap"},
-                    {
-                        "up": 1,
-                        "sent": 3,
-                        "received": 3,
-                        "loss_pct": 0.0,
-                        "rtt_min_ms": 0.4,
-                        "rtt_avg_ms": 0.52 + i % 7,
-                        "rtt_max_ms": 0.9,
-                        "jitter_ms": 0.1,
-                    },
-                    base + i,
-                )
-            )
-        else:
-            samples.append(
-                Sample(
-                    "interface",
-                    {
-                        "device": f"core-{i % 8}",
-                        "site": "city-hall",
-                        "port": f"xe-0/0/{i % 48}",
-                        "link": f"span-{i % 16}",
-                    },
-                    {
-                        "oper_up": 1,
-                        "admin_up": 1,
-                        "speed_bps": 10_000_000_000,
-                        "in_bps": 2.3e9 + i,
-                        "out_bps": 7.1e8 + i,
-                        "in_util_pct": 23.1,
-                        "out_util_pct": 7.1,
-                        "in_errors_ps": 0.0,
-                        "out_errors_ps": 0.0,
-                        "in_discards_ps": 0.0,
-                        "out_discards_ps": 0.0,
-                    },
-                    base + i,
-                )
-            )
-    return enc.encode_many(samples)
+    samples = [ping_sample(i, base + i) if i % 3 == 0 else interface_sample(i, base + i) for i in range(n)]
+    return LineEncoder().encode_many(samples)
 
 
 def spool_bytes(work: Path) -> int:
-    return sum(p.stat().st_size for p in work.glob("spool.db*"))
+    # The database and its WAL; not the fixed disk reserve kept beside them (spool.db.reserve).
+    return sum(p.stat().st_size for p in work.glob("spool.db*") if not p.name.endswith(".reserve"))
 
 
 async def measure(points: int, per_commit: int, work: Path) -> dict[str, float]:
