@@ -51,6 +51,30 @@ devices:
     )
 
 
+def one_device_config(tmp_path: Path) -> Path:
+    """A config that pings 127.0.0.1 once a second, with JSON logs and the API on a free port."""
+    config = tmp_path / "netwatch.yaml"
+    config.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+api: {{listen: "127.0.0.1:0"}}
+log: {{format: json}}
+defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
+sites: [{{id: hq, name: HQ}}]
+devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
+"""
+    )
+    return config
+
+
+def fake_systemd(tmp_path: Path, *, timeout: float) -> tuple[socket.socket, dict[str, str]]:
+    """A notify socket standing in for systemd, and the environment that points a daemon at it."""
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify.sock"))
+    manager.settimeout(timeout)
+    return manager, dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+
+
 def key_of_line(line: str) -> Key:
     """Key of one line protocol line as netwatch writes it (no escaped spaces in these names)."""
     head, _, rest = line.partition(" ")
@@ -162,10 +186,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
     assert committed, "the kills should have caught points in the spool"
     # One last clean run drains whatever the spool still holds; SIGTERM only once it is READY
     # (before its signal handlers exist, Python's default action would kill it).
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind(str(tmp_path / "notify.sock"))
-    manager.settimeout(15)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    manager, env = fake_systemd(tmp_path, timeout=15)
     proc = subprocess.Popen(
         [NETWATCH, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -186,20 +207,9 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
 def test_systemd_notify_protocol_through_a_real_run(tmp_path: Path) -> None:
     """Under a (fake) systemd manager: READY=1 after start, WATCHDOG=1 while the scheduler runs,
     RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and exit status 0."""
-    config = tmp_path / "netwatch.yaml"
-    config.write_text(
-        f"""
-state_dir: {tmp_path / "state"}
-api: {{listen: "127.0.0.1:0"}}
-defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
-sites: [{{id: hq, name: HQ}}]
-devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
-"""
-    )
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind(str(tmp_path / "notify.sock"))
-    manager.settimeout(10)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
+    config = one_device_config(tmp_path)
+    manager, env = fake_systemd(tmp_path, timeout=10)
+    env["WATCHDOG_USEC"] = "1000000"
     proc = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=subprocess.DEVNULL)
     messages: list[str] = []
 
@@ -231,22 +241,9 @@ def test_daemon_starts_on_a_damaged_spool(tmp_path: Path) -> None:
     """A spool file that is not a database at all is moved aside, logged, and the daemon starts."""
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "spool.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
-    config = tmp_path / "netwatch.yaml"
-    config.write_text(
-        f"""
-state_dir: {tmp_path / "state"}
-api: {{listen: "127.0.0.1:0"}}
-log: {{format: json}}
-defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
-sites: [{{id: hq, name: HQ}}]
-devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
-"""
-    )
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind(str(tmp_path / "notify.sock"))
-    manager.settimeout(10)
+    config = one_device_config(tmp_path)
+    manager, env = fake_systemd(tmp_path, timeout=10)
     log = tmp_path / "netwatch.log"
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
     with log.open("wb") as out:
         proc = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=out)
     try:
@@ -299,20 +296,8 @@ async def test_outage_longer_than_the_cap_counts_exactly(tmp_path: Path, influxd
 
 def test_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
     """Two daemons sharing one spool would delete each other's points: the second exits 1 at once."""
-    config = tmp_path / "netwatch.yaml"
-    config.write_text(
-        f"""
-state_dir: {tmp_path / "state"}
-api: {{listen: "127.0.0.1:0"}}
-defaults: {{interval: 1s, timeout: 900ms, ping: {{count: 1, wait: 300ms}}}}
-sites: [{{id: hq, name: HQ}}]
-devices: [{{id: lo, site: hq, kind: server, address: 127.0.0.1}}]
-"""
-    )
-    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    manager.bind(str(tmp_path / "notify.sock"))
-    manager.settimeout(10)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    config = one_device_config(tmp_path)
+    manager, env = fake_systemd(tmp_path, timeout=10)
     first = subprocess.Popen([NETWATCH, "run", "-c", str(config)], env=env, stderr=subprocess.DEVNULL)
     try:
         assert manager.recv(4096).startswith(b"READY=1")
