@@ -1,24 +1,31 @@
-"""Command line: ``netwatch run | check-config | probe | config-schema``.
+"""Command line: ``netwatch run | check-config | probe | config-schema`` and the operators' verbs.
 
 The CLI owns signals and exit codes; everything else lives in modules the tests drive directly.
-Exit codes: 0 ok, 1 bad config or failed check, 2 usage error.
+Operators' verbs live in :mod:`netwatch.commands`, one module per verb, each with
+``register(subparsers)`` and ``run(args) -> int``. Exit codes: 0 ok, 1 bad config or failed
+check, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from netwatch import __version__, logs
 from netwatch.config import ConfigError, Loaded, config_schema, load_config
 
 DEFAULT_CONFIG = os.environ.get("NETWATCH_CONFIG", "/etc/netwatch/netwatch.yaml")
+
+#: Modules of :mod:`netwatch.commands` that add a verb (one line per verb).
+COMMANDS: Final[tuple[str, ...]] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
     sub.add_parser("config-schema", help="print the JSON Schema of the config file")
+    for name in COMMANDS:
+        importlib.import_module(f"netwatch.commands.{name}").register(sub)
     return parser
 
 
@@ -73,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.verb == "run":
         return _run(Path(args.config))
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     return 2
 
 

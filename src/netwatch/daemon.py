@@ -92,9 +92,17 @@ class Pipeline:
 
 
 async def _report_health(
-    current: Callable[[], Config], scheduler: Scheduler, sink: Sink, outbox: Outbox | None = None
+    current: Callable[[], Config],
+    scheduler: Scheduler,
+    sink: Sink,
+    emit: Callable[[list[Sample]], None],
+    outbox: Outbox | None = None,
 ) -> None:
-    """Write netwatch's own health (measurement ``netwatch``) every ``scheduler.stats_interval``."""
+    """Write netwatch's own health (measurement ``netwatch``) every ``scheduler.stats_interval``.
+
+    The samples go through ``emit`` like any probe's, so alert rules see them too (the built-in
+    self-alerts on dropped points and rejected notifications read these counters).
+    """
     while True:
         await asyncio.sleep(current().scheduler.stats_interval)
         instance = current().instance
@@ -112,7 +120,7 @@ async def _report_health(
         ]
         if outbox is not None:
             samples.append(Sample("netwatch", {"instance": instance, "component": "outbox"}, dict(outbox.stats()), ts))
-        sink.submit(samples)
+        emit(samples)
 
 
 async def _first_set(*events: asyncio.Event) -> None:
@@ -191,7 +199,9 @@ async def run(
                     log.info("api_listening", url=api.url)
                 tasks = [
                     tg.create_task(scheduler.run(), name="scheduler"),
-                    tg.create_task(_report_health(lambda: running.config, scheduler, sink, outbox), name="health"),
+                    tg.create_task(
+                        _report_health(lambda: running.config, scheduler, sink, pipeline.emit, outbox), name="health"
+                    ),
                 ]
                 # READY=1 once the spool is recovered (above) and the scheduler has ticked.
                 await scheduler.ticked.wait()
