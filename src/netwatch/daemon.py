@@ -103,8 +103,13 @@ async def _report_health(
     The samples go through ``emit`` like any probe's, so alert rules see them too (the built-in
     self-alerts on dropped points and rejected notifications read these counters).
     """
+    first = True
     while True:
-        await asyncio.sleep(current().scheduler.stats_interval)
+        # The first report goes out at start: Grafana sees the daemon at once, and rules that
+        # read these counters' growth (delta) get their baseline of zero.
+        if not first:
+            await asyncio.sleep(current().scheduler.stats_interval)
+        first = False
         instance = current().instance
         ts = now_ns()
         sched = {

@@ -82,3 +82,67 @@ routes:
     # The impact names what is dark behind it.
     assert "cam-vp" in text
     assert "ap-vp" in text
+
+
+async def test_a_receiver_refusing_pages_raises_a_self_alert_elsewhere(tmp_path: Path) -> None:
+    """A receiver that answers 400 loses the page (no retry loop); netwatch notices the drop in its
+    own counters and tells the other receiver, once, naming how many notifications were lost."""
+    received: dict[str, list[dict[str, Any]]] = {"broken": [], "noc": []}
+
+    async def broken(request: web.Request) -> web.Response:
+        received["broken"].append(await request.json())
+        return web.Response(status=400, text="no such channel")
+
+    async def noc(request: web.Request) -> web.Response:
+        received["noc"].append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/broken", broken)
+    app.router.add_post("/noc", noc)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    (tmp_path / "community").write_text("public")
+    (tmp_path / "hook.key").write_text(SECRET)
+    closed = free_port()
+    (tmp_path / "netwatch.yaml").write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+api: {{listen: "127.0.0.1:0"}}
+scheduler: {{stats_interval: 1s}}
+defaults:
+  interval: 1s
+  timeout: 800ms
+  snmp: {{community_file: community, port: {closed}, timeout: 300ms, retries: 0}}
+sites: [{{id: hq, name: City Hall}}]
+devices:
+  - {{id: sw-hq, site: hq, kind: switch, address: 127.0.0.1, checks: [snmp]}}
+receivers:
+  - {{name: broken, kind: webhook, url: "http://127.0.0.1:{port}/broken", secret_file: hook.key}}
+  - {{name: noc, kind: webhook, url: "http://127.0.0.1:{port}/noc", secret_file: hook.key}}
+routes:
+  - {{match: {{rule: notifications_dropped}}, receivers: [noc], group_wait: 0s}}
+  - {{receivers: [broken], group_wait: 0s}}
+"""
+    )
+    proc = await asyncio.create_subprocess_exec(
+        NETWATCH, "run", "-c", str(tmp_path / "netwatch.yaml"), stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            if received["noc"]:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3)  # room for a wrong second self-alert to arrive
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+        await runner.cleanup()
+    assert len(received["broken"]) == 1, "a 400 is not retried"
+    assert "sw-hq" in json.dumps(received["broken"][0])
+    assert len(received["noc"]) == 1, received["noc"]
+    text = json.dumps(received["noc"][0])
+    assert "notifications_dropped" in text
+    assert "dropped 1 alert notifications" in text

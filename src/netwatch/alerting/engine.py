@@ -134,6 +134,10 @@ class AlertEngine:
         self._lazy: set[tuple[str, str]] = set()
         #: States of absence rules (checked on every tick).
         self._absent: set[tuple[str, str]] = set()
+        #: Last raw value per (rule, entity) of ``delta`` rules: the baseline of the next growth.
+        #: Kept apart from the state machines, which are forgotten when quiet, and not persisted:
+        #: the counters these rules read (netwatch's own) restart with the process.
+        self._baselines: dict[tuple[str, str], float] = {}
         #: Loaded states of rules no longer configured: retired on the first tick.
         self._orphans: list[EntityState] = []
         self._set_rules(rules)
@@ -169,6 +173,7 @@ class AlertEngine:
         """
         old = self._rules
         self._set_rules(rules)
+        self._baselines = {k: v for k, v in self._baselines.items() if getattr(self._rules.get(k[0]), "delta", False)}
 
         def stays(st: EntityState) -> bool:
             new = self._rules.get(st.rule)
@@ -248,13 +253,16 @@ class AlertEngine:
                     self._absent_sample(rule, st, sample.time_ns, tags, out)
                 else:
                     value = rule.value(sample)
+                    if value is not None and rule.delta:
+                        value = self._growth(key, value)
                     if value is None:
                         continue
+                    applies = rule.applies(sample)
                     if st is None:
-                        if not rule.require_ok_first and not rule.breached(value):
+                        if not applies or (not rule.require_ok_first and not rule.breached(value)):
                             continue  # quiet and unremarkable: no state machine needed
                         st = self._states[key] = EntityState(rule.name, entity)
-                    self._check(rule, st, value, sample.time_ns, tags, out)
+                    self._check(rule, st, value, sample.time_ns, tags, out, applies=applies)
                 self._track(rule, st)
                 if self._is_idle(rule, st):
                     # Back to quiet with a clean history: indistinguishable from never seen.
@@ -282,16 +290,32 @@ class AlertEngine:
                 return {**tags, "kind": kind}
         return tags
 
+    def _growth(self, key: tuple[str, str], raw: float) -> float | None:
+        """Return how much a counter grew since the previous sample (None for the first one)."""
+        previous = self._baselines.get(key)
+        self._baselines[key] = raw
+        if previous is None:
+            return None
+        return raw - previous if raw >= previous else raw  # went down: restarted from zero
+
     def _check(
-        self, rule: Rule, st: EntityState, value: float, t: int, tags: Mapping[str, str], out: list[Transition]
+        self,
+        rule: Rule,
+        st: EntityState,
+        value: float,
+        t: int,
+        tags: Mapping[str, str],
+        out: list[Transition],
+        *,
+        applies: bool = True,
     ) -> None:
-        """Run one check of a threshold rule on one entity."""
+        """Run one check of a threshold rule on one entity (``applies``: its ``where`` holds)."""
         st.value = value
         st.tags = dict(tags)
         if st.last_seen_ns is None or t > st.last_seen_ns:
             st.last_seen_ns = t
-        cond = rule.still_breached(value) if st.active else rule.breached(value)
-        if not cond:
+        cond = applies and (rule.still_breached(value) if st.active else rule.breached(value))
+        if applies and not cond:
             st.seen_ok = True
         elif rule.require_ok_first and not st.seen_ok:
             cond = False  # never been ok (an unused port): nothing to report

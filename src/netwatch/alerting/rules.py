@@ -9,6 +9,18 @@ A rule with ``absent_after: N`` is an absence rule instead: it holds for an enti
 no sample of the measurement for N of its intervals (a silent heartbeat). It takes no op,
 threshold or clear.
 
+Two refinements of a threshold rule:
+
+* ``delta: true`` reads how much a cumulative counter grew since the entity's previous sample
+  (``netwatch.points_dropped`` rising by any amount means data is being lost). The first sample
+  of an entity only sets the baseline; a counter that went down was restarted, and its new value
+  is the growth.
+* ``where:`` conditions on other fields of the same sample, all of which must hold for the rule
+  to apply (``interface_down`` applies only to ports that are administratively up). A sample
+  where one does not hold clears the condition, as an operator shutting a port ends its alert,
+  but does not count as the entity having been ok. A condition on a field the sample lacks is
+  not checked (an agent without ifAdminStatus still gets its ports watched).
+
 Built-in rules (:data:`BUILTIN_RULES`) are on by default. A config entry with a built-in's name is
 laid over that built-in key by key: ``{name: interface_errors, threshold: 50}`` changes one
 threshold and keeps the rest, ``{name: device_silent, enabled: false}`` turns it off, and a
@@ -68,6 +80,14 @@ class ScopeConfig(Strict):
     links: list[str] = Field(default_factory=list, description="span ids")
 
 
+class WhereConfig(Strict):
+    """A condition on another field of the same sample that must hold for the rule to apply."""
+
+    field: str = Field(description="a numeric field of the rule's measurement")
+    op: Op = "=="
+    value: float
+
+
 class RuleConfig(Strict):
     """One alert rule as written in the config (``alerts:``)."""
 
@@ -92,6 +112,10 @@ class RuleConfig(Strict):
     scope: ScopeConfig = Field(default_factory=ScopeConfig)
     summary: str | None = Field(default=None, description="template: {entity} {device} {port} {link} {site} ...")
     require_ok_first: bool = Field(default=False, description="an entity that has never been ok does not fire")
+    delta: bool = Field(default=False, description="read the growth of a cumulative counter since the previous sample")
+    where: list[WhereConfig] = Field(
+        default_factory=list, description="conditions on other fields of the sample for the rule to apply"
+    )
     absent_after: int | None = Field(
         default=None, ge=1, description="absence rule: fire when no sample arrived for this many intervals"
     )
@@ -109,7 +133,8 @@ class RuleConfig(Strict):
                 if "for_" in data:
                     merged.pop("for", None)
                 merged.update(data)
-                return merged
+                # null clears a key: the field's own default applies (0 s for a duration).
+                return {k: v for k, v in merged.items() if v is not None or k == "name"}
         return data
 
     @model_validator(mode="after")
@@ -139,7 +164,17 @@ def _check_rule(cfg: RuleConfig) -> None:
             f"rule {cfg.name!r}: measurement {cfg.measurement!r} has no field {cfg.field!r}; "
             f"numeric fields: {', '.join(numeric)}"
         )
+    for cond in cfg.where:
+        if fields.get(cond.field) in (None, "str"):
+            raise ValueError(
+                f"rule {cfg.name!r}: where: measurement {cfg.measurement!r} has no numeric field {cond.field!r}; "
+                f"numeric fields: {', '.join(numeric)}"
+            )
+        if not math.isfinite(cond.value):
+            raise ValueError(f"rule {cfg.name!r}: where: {cond.field} value must be a finite number")
     if cfg.kind == "absent":
+        if cfg.delta:
+            raise ValueError(f"rule {cfg.name!r}: an absence rule (absent_after) takes no delta")
         extra = [k for k in ("op", "threshold", "clear") if getattr(cfg, k) is not None]
         if extra:
             raise ValueError(
@@ -284,6 +319,8 @@ class Rule:
     require_ok_first: bool
     absent_after: int | None
     flap: FlapThresholds
+    delta: bool = False
+    where: tuple[tuple[str, Op, float], ...] = ()
 
     @property
     def kind(self) -> RuleKind:
@@ -315,6 +352,8 @@ class Rule:
             require_ok_first=cfg.require_ok_first,
             absent_after=cfg.absent_after,
             flap=FlapThresholds(start=cfg.flap_start, stop=cfg.flap_stop),
+            delta=cfg.delta,
+            where=tuple((w.field, w.op, w.value) for w in cfg.where),
         )
 
     def matches(self, sample: Sample, tags: Mapping[str, str] | None = None) -> bool:
@@ -334,6 +373,14 @@ class Rule:
             value = float(raw)
             return value if not math.isnan(value) else None
         return None
+
+    def applies(self, sample: Sample) -> bool:
+        """Return whether every ``where`` condition holds on ``sample`` (one on a missing field is skipped)."""
+        for name, op, wanted in self.where:
+            raw = sample.fields.get(name)
+            if isinstance(raw, bool | int | float) and not _OPS[op](float(raw), wanted):
+                return False
+        return True
 
     @staticmethod
     def entity(sample: Sample) -> str:
@@ -415,6 +462,8 @@ _BUILTIN_DATA: Final[dict[str, dict[str, Any]]] = {
         "op": "==",
         "threshold": 0,
         "require_ok_first": True,
+        # A port an operator shut is not a fault; shutting one that was alerting ends the alert.
+        "where": [{"field": "admin_up", "op": "==", "value": 1}],
         "severity": "warning",
         "summary": "{device} port {port} is down",
     },
@@ -455,6 +504,44 @@ _BUILTIN_DATA: Final[dict[str, dict[str, Any]]] = {
         "keep_firing_for": "10m",
         "severity": "info",
         "summary": "{device} rebooted",
+    },
+    # netwatch watching itself: its counters (measurement netwatch) are cumulative, hence delta.
+    # keep_firing_for turns a burst of drops into one incident rather than one per health report.
+    "points_dropped": {
+        "name": "points_dropped",
+        "measurement": "netwatch",
+        "field": "points_dropped",
+        "delta": True,
+        "op": ">",
+        "threshold": 0,
+        "keep_firing_for": "15m",
+        "severity": "critical",
+        "summary": "netwatch lost {value} measurements since its last report "
+        "(spool cap, full disk or unencodable data; see the log)",
+    },
+    "notifications_dropped": {
+        "name": "notifications_dropped",
+        "measurement": "netwatch",
+        "field": "outbox_dropped",
+        "delta": True,
+        "op": ">",
+        "threshold": 0,
+        "keep_firing_for": "1h",
+        "severity": "critical",
+        "summary": "netwatch dropped {value} alert notifications "
+        "(a receiver refused them or they expired; see the log)",
+    },
+    "influxdb_write_failing": {
+        "name": "influxdb_write_failing",
+        "measurement": "netwatch",
+        "field": "write_errors",
+        "delta": True,
+        "op": ">",
+        "threshold": 0,
+        "for": "5m",
+        "severity": "warning",
+        "summary": "netwatch cannot write to InfluxDB ({value} failed writes since its last report); "
+        "measurements are kept in the spool",
     },
 }
 

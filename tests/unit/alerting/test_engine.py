@@ -297,6 +297,69 @@ def test_interface_that_was_never_up_does_not_fire() -> None:
     assert [t.entity for t in run.log if t.to == "firing"] == ["sw1:uplink", "sw1:unused"]
 
 
+def test_port_an_operator_shuts_is_not_a_fault() -> None:
+    """interface_down ignores admin-down ports: shutting a port is quiet, shutting one that is
+    alerting ends its alert, and a shut port that never came up is still 'never ok' when enabled."""
+    run = Run([builtin("interface_down")])
+    run.feed(iface(0, port="uplink", oper_up=1, admin_up=1))
+    run.feed(iface(10, port="uplink", oper_up=0, admin_up=0), iface(20, port="uplink", oper_up=0, admin_up=0))
+    assert run.log == []
+    # A cut while enabled pages; the operator then shuts the port: resolved after clear_checks.
+    run.feed(iface(30, port="uplink", oper_up=0, admin_up=1))
+    run.feed(iface(40, port="uplink", oper_up=0, admin_up=0), iface(50, port="uplink", oper_up=0, admin_up=0))
+    assert run.notices() == ["firing", "resolved"]
+    # A spare port, shut and dark since we started, is enabled without a cable yet: not news.
+    run.feed(iface(60, port="spare", oper_up=0, admin_up=0), iface(70, port="spare", oper_up=0, admin_up=1))
+    assert run.notices() == ["firing", "resolved"]
+    # An agent without ifAdminStatus still gets its ports watched.
+    run.feed(iface(80, port="old", oper_up=1), iface(90, port="old", oper_up=0))
+    assert run.notices() == ["firing", "resolved", "firing"]
+
+
+def own(t_s: float, **fields: float) -> Sample:
+    return Sample("netwatch", {"instance": "nms1", "component": "sink"}, fields, round(t_s * S))
+
+
+def test_dropped_points_raise_one_self_alert_per_episode() -> None:
+    """points_dropped reads the growth of a cumulative counter: a run of drops is one critical
+    incident saying how many were lost; it resolves once drops stop for keep_firing_for."""
+    run = Run([builtin("points_dropped")])
+    run.feed(own(0, points_dropped=0), own(30, points_dropped=0))
+    assert run.log == []
+    run.feed(own(60, points_dropped=1200), own(90, points_dropped=5000), own(120, points_dropped=9000))
+    assert run.notices() == ["firing"]
+    assert run.log[-1].severity == "critical"
+    assert "lost 1200 measurements" in run.log[-1].summary
+    for i in range(5, 40):  # drops stopped: the counter stays, growth is 0
+        run.feed(own(i * 30, points_dropped=9000))
+    assert run.notices() == ["firing", "resolved"]
+    assert run.log[-1].at_ns >= round((120 + 15 * 60) * S)  # keep_firing_for 15m after the last drop
+
+
+def test_delta_baseline_and_counter_restart() -> None:
+    """The first sample is only a baseline (a high counter is not news); a counter that went
+    down restarted from zero and its new value is the growth."""
+    run = Run([builtin("points_dropped", keep_firing_for=None)])
+    run.feed(own(0, points_dropped=500))
+    assert run.log == []
+    run.feed(own(30, points_dropped=500), own(60, points_dropped=500))
+    assert run.log == []
+    run.feed(own(90, points_dropped=7))  # restarted, and lost 7 since
+    assert run.notices() == ["firing"]
+    assert run.log[-1].value == 7
+
+
+def test_delta_baseline_survives_the_state_machine_being_forgotten() -> None:
+    """A quiet entity's state machine is forgotten, but not its counter's baseline: an old total
+    is never mistaken for new growth."""
+    run = Run([builtin("notifications_dropped")])
+    run.feed(*(own(i * 30, outbox_dropped=3) for i in range(20)))
+    assert run.log == []
+    run.feed(own(600, outbox_dropped=4))
+    assert run.notices() == ["firing"]
+    assert run.log[-1].value == 1
+
+
 # -- absence -----------------------------------------------------------------------------------------
 
 

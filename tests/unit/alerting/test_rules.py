@@ -39,6 +39,9 @@ def test_builtins_are_on_by_default() -> None:
         "interface_errors",
         "device_silent",
         "device_rebooted",
+        "points_dropped",
+        "notifications_dropped",
+        "influxdb_write_failing",
     ]
     assert (rules["device_down"].measurement, rules["device_down"].field, rules["device_down"].op) == (
         "device",
@@ -136,6 +139,12 @@ GOOD: dict[str, Any] = {"name": "x", "measurement": "optics", "field": "rx_dbm",
         ({**GOOD, "severity": "major"}, "Input should be 'critical', 'warning' or 'info'"),
         ({"name": "device_silent", "measurement": "nope"}, "unknown measurement 'nope'"),
         ({"name": "device_down", "field": "state"}, "field device.state is a string"),
+        ({**GOOD, "where": [{"field": "tx", "value": 1}]}, "where: measurement 'optics' has no numeric field 'tx'"),
+        ({**GOOD, "where": [{"field": "tx_dbm"}]}, "where.0.value"),
+        (
+            {"name": "x", "measurement": "panel", "absent_after": 3, "delta": True},
+            "an absence rule (absent_after) takes no delta",
+        ),
     ],
 )
 def test_bad_rules_give_clear_errors(data: dict[str, Any], fragment: str) -> None:
