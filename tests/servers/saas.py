@@ -26,7 +26,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -84,7 +84,7 @@ class Loopback:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> Loopback:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
