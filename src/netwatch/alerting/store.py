@@ -7,8 +7,12 @@ at start, the rows give the engine back its state machines: an alert that was fi
 firing (no duplicate page, no false resolve), a pending timer continues from when the condition
 started, a flapping entity is still flapping.
 
+Beside the state machines: the silences (:mod:`netwatch.alerting.silences`) and which receivers
+were told each open incident fires (so a restart neither re-pages nor forgets to send a resolve).
+
 A damaged database is moved aside (``alerts.db.corrupt-<ns>``) and a new one started: losing alert
-state costs at most a repeated notice, which the stable incident ids make idempotent downstream.
+state costs at most a repeated notice, which the stable incident ids make idempotent downstream;
+its silences are lost too, so what they held is sent (logged as ``alert_state_unreadable``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +57,24 @@ CREATE TABLE IF NOT EXISTS alert_state (
     summary         TEXT NOT NULL,
     updated_ns      INTEGER NOT NULL,
     PRIMARY KEY (rule, entity)
+) WITHOUT ROWID
+"""
+
+# Added beside alert_state without a version bump: CREATE IF NOT EXISTS, and older code ignores them.
+_SILENCE_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS silence (
+    id      TEXT PRIMARY KEY,
+    ends_ns INTEGER NOT NULL,
+    body    TEXT NOT NULL                -- JSON, as netwatch.alerting.silences.Silence.dumps writes it
+)
+"""
+
+_NOTICE_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS notice (
+    incident TEXT NOT NULL,              -- incident id
+    receiver TEXT NOT NULL,
+    told_ns  INTEGER NOT NULL,           -- when the receiver was last told it is firing
+    PRIMARY KEY (incident, receiver)
 ) WITHOUT ROWID
 """
 
@@ -131,6 +153,8 @@ class AlertStore:
             db.close()
             raise sqlite3.DatabaseError(f"alert state schema version {version}, expected {SCHEMA_VERSION}")
         db.execute(_SCHEMA)
+        db.execute(_SILENCE_SCHEMA)
+        db.execute(_NOTICE_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("SELECT count(*) FROM alert_state").fetchone()
         return db
@@ -179,6 +203,50 @@ class AlertStore:
             return
         with self._transaction():
             self._db.executemany("DELETE FROM alert_state WHERE rule = ? AND entity = ?", keys)
+
+    # -- silences (netwatch.alerting.silences) ---------------------------------------------------
+
+    def load_silences(self) -> list[tuple[str, str]]:
+        """Return every stored silence as (id, JSON text)."""
+        rows = self._db.execute("SELECT id, body FROM silence ORDER BY ends_ns, id").fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def save_silence(self, silence_id: str, ends_ns: int, text: str) -> None:
+        """Insert or replace one silence."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO silence (id, ends_ns, body) VALUES (?, ?, ?)", (silence_id, ends_ns, text)
+            )
+
+    def delete_silences(self, silence_ids: Sequence[str]) -> None:
+        """Forget these silences."""
+        if silence_ids:
+            with self._transaction():
+                self._db.executemany("DELETE FROM silence WHERE id = ?", [(i,) for i in silence_ids])
+
+    # -- notices: which receivers were told an incident fires (netwatch.alerting.service) -----------
+
+    def load_notices(self) -> dict[str, dict[str, int]]:
+        """Return incident id -> receiver -> when it was last told the incident is firing."""
+        out: dict[str, dict[str, int]] = {}
+        for incident, receiver, told in self._db.execute("SELECT incident, receiver, told_ns FROM notice"):
+            out.setdefault(str(incident), {})[str(receiver)] = int(told)
+        return out
+
+    def save_notice(self, incident: str, receiver: str, told_ns: int) -> None:
+        """Record that a receiver was told (again) that an incident fires."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO notice (incident, receiver, told_ns) VALUES (?, ?, ?)",
+                (incident, receiver, told_ns),
+            )
+
+    def delete_notices(self, incidents: Iterable[str]) -> None:
+        """Forget what was told about these incidents (resolved, or no longer firing)."""
+        rows = [(i,) for i in incidents]
+        if rows:
+            with self._transaction():
+                self._db.executemany("DELETE FROM notice WHERE incident = ?", rows)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
