@@ -28,6 +28,7 @@ from netwatch.alerting.receivers import build_sender
 from netwatch.alerting.routing import RouteConfig, Router
 from netwatch.alerting.rules import effective_rules
 from netwatch.alerting.service import AlertService
+from netwatch.alerting.silences import Silences
 from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
@@ -199,7 +200,7 @@ async def run(
         health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
         notifier = Notifier()
         try:
-            async with serve_api(cfg.api, health) as api, asyncio.TaskGroup() as tg:
+            async with serve_api(cfg.api, health, alerts=alerts) as api, asyncio.TaskGroup() as tg:
                 if api.url:
                     log.info("api_listening", url=api.url)
                 tasks = [
@@ -296,7 +297,7 @@ class DaemonHealth:
 async def open_alerting(
     loaded: Loaded, sink: Sink, stack: contextlib.AsyncExitStack
 ) -> tuple[AlertService, Outbox | None]:
-    """Open the alert state (``alerts.db``) and, with receivers, the durable outbox (``outbox.db``).
+    """Open the alert state and silences (``alerts.db``) and, with receivers, the durable outbox (``outbox.db``).
 
     Both live under ``state_dir`` and close with ``stack``, after the scheduler and before the sink.
     """
@@ -329,6 +330,8 @@ async def open_alerting(
         enqueue=outbox.enqueue if outbox is not None else None,
         emit=sink.submit,
         site_names={s.id: s.name for s in inventory.sites.values()},
+        silences=Silences(store),
+        notices=store,
     )
     return service, outbox
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from netwatch.configbase import Duration, Strict
+from netwatch.configbase import Duration, SecretFile, Strict
 
 #: ``/healthz`` fails once the scheduler's heartbeat is older than this (it wakes every second).
 HEARTBEAT_STALE_S = 10.0
@@ -70,13 +70,21 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class ApiConfig(Strict):
-    """The ``api`` section: where the health API listens and when the daemon counts as ready."""
+    """The ``api`` section: where the API listens, when the daemon counts as ready, the API token."""
 
-    #: ``host:port``; ``[::1]:9317`` for IPv6. Loopback by default: the API has no authentication.
+    #: ``host:port``; ``[::1]:9317`` for IPv6. Loopback by default: health, metrics and the read-only
+    #: alert endpoints are open to local clients; from other hosts the alert endpoints need the token.
     listen: str = "127.0.0.1:9317"
     enabled: bool = True
     #: Not ready when points wait and InfluxDB has accepted no write for longer than this.
     ready_max_write_age: Duration = 120.0
+    #: File holding the bearer token that silences (writes) and remote reads need. Without it, no
+    #: silence can be made through the API.
+    token_file: SecretFile | None = Field(
+        default=None, description="file holding the API bearer token (needed to create or expire silences)"
+    )
+    #: The longest silence accepted; planned work belongs in a maintenance window.
+    silence_max_duration: Duration = Field(default=7 * 86400.0, gt=0, description="longest silence accepted")
 
     @field_validator("listen")
     @classmethod

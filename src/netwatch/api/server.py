@@ -1,7 +1,10 @@
-"""The HTTP server: ``/healthz``, ``/readyz`` and ``/metrics`` on aiohttp, started and stopped by the daemon.
+"""The HTTP server on aiohttp, started and stopped by the daemon.
 
-Only GET (and HEAD, which aiohttp derives from it) is served; another method on a known path is
-405, an unknown path 404. No access log: a scrape every few seconds would drown the journal.
+``/healthz``, ``/readyz`` and ``/metrics`` are open to anyone who can connect; the alert endpoints
+(``/api/v1/alerts``, ``/api/v1/silences``, see :mod:`netwatch.api.alerts`) check a bearer token
+except for reads from loopback. Health and metrics serve GET (and HEAD, which aiohttp derives
+from it) only; another method on a known path is 405, an unknown path 404. No access log: a
+scrape every few seconds would drown the journal, and a header is never logged.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from netwatch.api.alerts import MAX_BODY_BYTES, Access, AlertsApi, AlertsSource, is_loopback
 from netwatch.api.health import ApiConfig, Checks, HealthSource, LoopLag, Verdict
 from netwatch.api.metrics import registry_for
 
@@ -54,8 +58,8 @@ def _json(verdict: Verdict) -> web.Response:
     return web.json_response(verdict.body, status=200 if verdict.ok else 503, headers=_NO_STORE)
 
 
-def build_app(checks: Checks) -> web.Application:
-    """Return the aiohttp application serving these checks."""
+def build_app(checks: Checks, alerts: AlertsApi | None = None) -> web.Application:
+    """Return the aiohttp application serving these checks and, when given, the alert endpoints."""
     registry: CollectorRegistry = registry_for(checks)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -71,10 +75,12 @@ def build_app(checks: Checks) -> web.Application:
         encoder, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type, **_NO_STORE})
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if alerts is not None:
+        alerts.add_routes(app)
     return app
 
 
@@ -89,11 +95,14 @@ def _reason(exc: OSError) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(cfg: ApiConfig, source: HealthSource, *, stop_timeout: float = 5.0) -> AsyncIterator[ApiServer]:
-    """Serve the health API for the duration of the ``async with`` block.
+async def serve_api(
+    cfg: ApiConfig, source: HealthSource, *, alerts: AlertsSource | None = None, stop_timeout: float = 5.0
+) -> AsyncIterator[ApiServer]:
+    """Serve the API for the duration of the ``async with`` block.
 
-    With ``cfg.enabled`` false nothing listens and the server has no addresses. On exit the
-    server stops within ``stop_timeout`` seconds, requests in flight included.
+    With ``alerts``, the alert and silence endpoints are served too. With ``cfg.enabled`` false
+    nothing listens and the server has no addresses. On exit the server stops within
+    ``stop_timeout`` seconds, requests in flight included.
 
     Raises:
         ApiListenError: the address cannot be bound (already in use, not local, not permitted);
@@ -105,7 +114,15 @@ async def serve_api(cfg: ApiConfig, source: HealthSource, *, stop_timeout: float
         return
     loop_lag = LoopLag()
     checks = Checks(source, max_write_age_s=cfg.ready_max_write_age, loop_lag=loop_lag)
-    runner = web.AppRunner(build_app(checks), access_log=None, shutdown_timeout=stop_timeout)
+    alerts_api = None
+    if alerts is not None:
+        alerts_api = AlertsApi(
+            source=alerts,
+            access=Access(cfg.token_file),
+            max_silence_s=cfg.silence_max_duration,
+            instance=lambda: source.instance,
+        )
+    runner = web.AppRunner(build_app(checks, alerts_api), access_log=None, shutdown_timeout=stop_timeout)
     await runner.setup()
     lag_task: asyncio.Task[None] | None = None
     try:
@@ -117,7 +134,13 @@ async def serve_api(cfg: ApiConfig, source: HealthSource, *, stop_timeout: float
         addresses = tuple((str(a[0]), int(a[1])) for a in runner.addresses)
         lag_task = asyncio.create_task(loop_lag.run(), name="api/loop-lag")
         server = ApiServer(addresses=addresses)
-        log.info("api_listening", url=server.url)
+        log.info("api_listening", url=server.url, token=cfg.token_file is not None)
+        if alerts is not None and cfg.token_file is None and not (cfg.host == "localhost" or is_loopback(cfg.host)):
+            log.warning(
+                "api_without_token",
+                listen=cfg.listen,
+                why="other hosts cannot read alerts and nobody can make silences until api.token_file is set",
+            )
         yield server
     finally:
         if lag_task is not None:
