@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,11 @@ import structlog
 
 from netwatch.sink.spool import SqliteSpool
 
+BASE = 1_700_000_000_000_000_000
+
 
 def lines(n: int, start: int = 0) -> list[str]:
-    return [
-        f"ping,device=d{i % 50},site=hq up=1i,rtt_avg_ms={i}.5 {1_700_000_000_000_000_000 + i}"
-        for i in range(start, start + n)
-    ]
+    return [f"ping,device=d{i % 50},site=hq up=1i,rtt_avg_ms={i}.5 {BASE + i}" for i in range(start, start + n)]
 
 
 async def test_newest_first_and_ack_removes(tmp_path: Path) -> None:
@@ -152,52 +153,156 @@ def test_damaged_file_is_moved_aside_and_the_daemon_starts(tmp_path: Path, damag
     assert len(reopened) == reopened.recovered + 1
 
 
-def _umount(mnt: Path) -> None:
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def index(line: str) -> int:
+    """Which of ``lines()`` this is (its timestamp)."""
+    return int(line.rsplit(" ", 1)[1]) - BASE
 
 
-def _fill_small_disk(tmp_path: Path, appends: int) -> tuple[SqliteSpool, list[dict[str, object]], Path]:
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted under tmp_path, unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.fail("this test mounts a small tmpfs and needs root (CI runs as root)", pytrace=False)
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
-    spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
-    with structlog.testing.capture_logs() as logs:
-        for i in range(appends):
-            spool.append(lines(5, start=i * 5))
-    return spool, logs, mnt
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def held_lines(spool: SqliteSpool) -> set[int]:
+    """Indexes of every line the spool holds (taken and handed back)."""
+    batch = await spool.take(1_000_000)
+    assert batch is not None
+    await spool.requeue(batch)
+    return {index(line) for line in batch.lines}
 
 
 async def test_full_disk_is_counted_not_a_crash(tmp_path: Path) -> None:
     """On a full file system the spool keeps running, counts every point it could not keep, and
-    says so: appended == held + dropped."""
-    spool, logs, mnt = _fill_small_disk(tmp_path, 12_000)
-    try:
+    says so: appended == held + dropped, and the spool still opens after a restart."""
+    with small_disk(tmp_path, "8m") as mnt:
+        spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
+        with structlog.testing.capture_logs() as logs:
+            for i in range(12_000):
+                spool.append(lines(5, start=i * 5))
         assert spool.dropped > 0
         assert len(spool) + spool.dropped == 60_000
         assert any(e["event"] == "spool_disk_full" for e in logs)
-        assert await spool.take(5) is not None
-        spool._db.close()
-    finally:
-        _umount(mnt)
+        assert not any(e["event"] == "spool_write_failed" for e in logs)
+        held = len(spool)
+        await spool.aclose()
+        reopened = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)
+        assert reopened.recovered == held
+        reopened.append(lines(5, start=60_000))
+        assert len(reopened) + reopened.dropped == held + 5
+        await reopened.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 3): after the first full-disk episode the reserve cannot be taken "
-    "again and the WAL needs room for the delete, so later points are the ones dropped",
-)
 async def test_full_disk_keeps_the_newest(tmp_path: Path) -> None:
-    """On a full file system the oldest points are dropped and the newest kept, as with the cap."""
-    spool, _, mnt = _fill_small_disk(tmp_path, 12_000)
-    try:
-        newest = await spool.take(5)
-        assert newest is not None
-        assert list(newest.lines) == lines(5, start=59_995)
-    finally:
-        spool._db.close()
-        _umount(mnt)
+    """On a full file system the oldest points are dropped and the newest kept, as with the cap, in
+    every episode: fill the disk, deliver some, fill it again, three times; and after a restart on
+    the full disk. delivered + dropped + held == appended after every append."""
+    with small_disk(tmp_path, "12m") as mnt:
+        spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)  # the cap is not what stops it
+        appended, delivered = 0, set()
+        with structlog.testing.capture_logs() as logs:
+            for _episode in range(3):
+                dropped_before = spool.dropped
+                while spool.dropped - dropped_before < 10_000:  # well past full
+                    spool.append(lines(5, start=appended))
+                    appended += 5
+                    assert len(spool) + spool.dropped + len(delivered) == appended
+                held = await held_lines(spool)
+                dropped = set(range(appended)) - held - delivered
+                assert len(dropped) == spool.dropped
+                assert appended - 1 in held
+                assert max(dropped) < min(held), "a point was dropped while an older one was kept"
+                for _ in range(2):  # InfluxDB is back for a moment: the newest 10,000 go
+                    batch = await spool.take(5000)
+                    assert batch is not None
+                    delivered.update(index(line) for line in batch.lines)
+                    await spool.ack(batch)
+            assert len(spool) + spool.dropped + len(delivered) == appended
+            held_count, dropped_count = len(spool), spool.dropped
+            await spool.aclose()
+            spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)
+            assert spool.recovered == held_count
+            for _ in range(1000):
+                spool.append(lines(5, start=appended))
+                appended += 5
+            dropped_count += spool.dropped
+            held = await held_lines(spool)
+            assert len(held) + dropped_count + len(delivered) == appended
+            assert max(set(range(appended)) - held - delivered) < min(held)
+            await spool.aclose()
+        assert any(e["event"] == "spool_disk_full" for e in logs)
+        assert not any(e["event"] == "spool_write_failed" for e in logs), "the newest points were dropped"
+
+
+async def test_disk_filled_by_another_process_keeps_the_newest(tmp_path: Path) -> None:
+    """When something else takes the last of the disk, the spool gives up its reserve to write back
+    its WAL and drop the oldest points, keeps the newest, and takes its reserve back."""
+    with small_disk(tmp_path, "24m") as mnt:
+        spool = SqliteSpool(mnt / "spool.db", max_bytes=100_000_000)
+        reserve = mnt / "spool.db.reserve"
+        assert reserve.exists()
+        appended = 0
+        for _ in range(4000):  # ~2 MB of lines, some of them still in the WAL
+            spool.append(lines(5, start=appended))
+            appended += 5
+        with (mnt / "filler").open("wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"x" * 65536)
+                filler.flush()
+        spool._free_asked = 0.0  # a second later, as far as the spool's disk check is concerned
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(2000):
+                spool.append(lines(5, start=appended))
+                appended += 5
+                assert len(spool) + spool.dropped == appended
+        assert spool.dropped > 0
+        held = await held_lines(spool)
+        assert appended - 1 in held
+        assert max(set(range(appended)) - held) < min(held)
+        assert not any(e["event"] == "spool_write_failed" for e in logs), "the newest points were dropped"
+        assert any(e.get("action") == "released the reserve to drop the oldest points" for e in logs)
+        assert reserve.exists(), "the reserve is taken back from the pages of the dropped points"
+        await spool.aclose()
+
+
+async def test_acked_points_whose_delete_failed_are_not_sent_or_counted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch InfluxDB accepted whose delete fails (a full disk) is not handed out again, not
+    trimmed as if it were held, and is deleted by the next write."""
+    spool = SqliteSpool(tmp_path / "spool.db", max_bytes=4096)
+    spool.append(lines(20))
+    batch = await spool.take(5)
+    assert batch is not None
+
+    def disk_full(seqs: list[int]) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(spool, "_delete", disk_full)
+    await spool.ack(batch)
+    monkeypatch.undo()
+    assert len(spool) == 15
+    rest = await spool.take(100)
+    assert rest is not None
+    assert sorted(rest.lines) == sorted(lines(15))
+    await spool.requeue(rest)
+    for i in range(1, 31):  # past the cap: trims the oldest held, not the delivered batch
+        spool.append(lines(2, start=100 + i * 2))
+        assert len(spool) + spool.dropped + len(batch) == 20 + 2 * i
+    assert spool.dropped > 0
+    raw = sqlite3.connect(tmp_path / "spool.db")
+    on_disk = raw.execute("SELECT count(*) FROM points").fetchone()[0]
+    raw.close()
+    assert on_disk == len(spool)
+    await spool.aclose()
 
 
 def files_size(directory: Path) -> int:
