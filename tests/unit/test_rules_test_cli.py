@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,15 @@ def test_shipped_examples_pass_as_a_subprocess() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("expectations met") == len(examples)
     assert proc.stderr == ""
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`netwatch rules test --json ... | head -1`: the closed pipe ends the run quietly (exit 1)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w", buffering=1) as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert rules_test(config, "--json", "--pending", write(tmp_path, "fade.yaml", FADE)) == 1
+    assert capsys.readouterr().err == ""

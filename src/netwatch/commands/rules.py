@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -114,6 +115,16 @@ def _duration(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``netwatch rules test``; return the exit code."""
+    try:
+        return _test(args)
+    except BrokenPipeError:
+        # `... --json | head`: the reader has all it wants. Point stdout at /dev/null so that
+        # the interpreter's final flush does not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _test(args: argparse.Namespace) -> int:
     from netwatch import logs
     from netwatch.alerting import replay as rp
     from netwatch.alerting.rules import effective_rules
