@@ -482,6 +482,7 @@ class Silences:
     def all(self, now: int | None = None) -> list[Silence]:
         """Every kept silence: active ones first (ending soonest first), then pending, then expired (latest first)."""
         now = self._clock() if now is None else now
+        self.prune(now)
 
         def key(silence: Silence) -> tuple[int, int]:
             state = silence.state(now)
