@@ -512,6 +512,7 @@ def read_series_file(path: Path, text: str, *, precision: str = "ns") -> Case:
             continue
         issues.extend(lp_issues)
         recorded.extend(lp_samples)
+    recorded = merge_points(recorded)
     if not spec.series and not spec.recorded:
         issues.append(InputIssue(file, 1, "nothing to replay: give series, recorded, or both"))
     if spec.series and spec.interval is None and any(s.interval is None for s in spec.series):
@@ -578,6 +579,18 @@ def read_series_file(path: Path, text: str, *, precision: str = "ns") -> Case:
     )
 
 
+def merge_points(samples: Iterable[Sample]) -> list[Sample]:
+    """Return points as InfluxDB stores them: one per series and time, later fields overwriting earlier.
+
+    An export holds a point twice when it was in both a TSM file and the WAL; fed twice, it would
+    count as two checks (two clear checks, two flap results) where the daemon made one.
+    """
+    merged: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, FieldValue]] = {}
+    for s in samples:
+        merged.setdefault((s.measurement, tuple(sorted(s.tags.items())), s.time_ns), {}).update(s.fields)
+    return [Sample(m, dict(tags), fields, t) for (m, tags, t), fields in merged.items()]
+
+
 def infer_step(samples: Sequence[Sample]) -> int:
     """Return the shortest gap between two samples of one series (the poll interval), at least 1 s."""
     last: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
@@ -631,6 +644,7 @@ def load_case(name: str, *, precision: str = "ns", stdin: IO[str] | None = None)
         raise InputError(issues)
     if not samples:
         raise InputError([InputIssue(name, 0, "no points in the input")])
+    samples = merge_points(samples)
     samples.sort(key=lambda s: s.time_ns)
     warnings: list[str] = []
     if precision == "ns" and samples[-1].time_ns < 10**16:

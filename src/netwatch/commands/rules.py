@@ -32,9 +32,9 @@ a receiver would get. The rules are exactly the daemon's: the built-ins with the
 overrides and additions (alerts:). Device kinds, sites and spans come from the config's
 devices and links.
 
-SERIES is line protocol (recorded data, e.g. `influx_inspect export -lponly` output or
-what netwatch writes; '-' reads stdin; .gz is unpacked) or a YAML series file (.yaml, .yml)
-of hand-written values and the transitions they should produce:
+SERIES is line protocol (recorded data: `influx_inspect export` output, or what netwatch
+writes; '-' reads stdin; .gz is unpacked) or a YAML series file (.yaml, .yml) of
+hand-written values and the transitions they should produce:
 
   interval: 10s
   start: 2026-01-01T00:00:00Z        # optional

@@ -285,6 +285,19 @@ def test_lines_from_netwatchs_encoder_round_trip(
     assert samples == [Sample(sanitize_measurement(measurement), expected_tags, expected_fields, time_ns)] * 2
 
 
+def test_a_point_exported_twice_is_one_check(tmp_path: Path) -> None:
+    """influx_inspect export can hold a point in both a TSM file and the WAL; InfluxDB stores it once,
+    so it is one clear check: a single good value does not resolve (clear_checks: 2)."""
+    fade = series("optics", OPTICS, "rx_dbm", "-25x14 -21")
+    encoder = LineEncoder()
+    lines = [*encoder.encode_many(fade), "# writing wal data", *encoder.encode_many(fade[-1:])]
+    (tmp_path / "export.lp").write_text("\n".join(lines) + "\n")
+    case = rp.load_case(str(tmp_path / "export.lp"))
+    assert len(case.samples) == 15
+    result = rp.replay(rules("optics_rx_low"), case.samples, start_ns=T0, end_ns=case.end_ns, step_ns=10 * S)
+    assert [t.to for t in result.transitions] == ["pending", "firing"]
+
+
 def test_gzip_and_stdin(tmp_path: Path) -> None:
     """An export compressed with -compress is read as it is; '-' reads stdin."""
     (tmp_path / "x.lp.gz").write_bytes(gzip.compress(b"device,device=r1 up=0i 1700000000000000000\n"))
