@@ -306,13 +306,6 @@ def test_restart_while_firing_keeps_the_alertmanager_alert_active(restart_run: R
     assert restart_run.am_hook_during == ["firing"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/netwatch/alerting/service.py AlertService.__init__ rebuilds only the down sets from "
-    "engine.status(), not _open: after a restart the engine's 'resolved' transition finds no _open "
-    "entry in _handle (self._open.pop(...) is None), so no resolve is enqueued, and the outbox keeps "
-    "re-sending the firing alert to Alertmanager",
-)
 def test_fault_clearing_after_a_restart_sends_one_resolve(restart_run: RestartRun) -> None:
     """Once the port is back, PagerDuty gets exactly one resolve for the same dedup_key and
     Alertmanager resolves the alert (its webhook hears 'resolved' once)."""
