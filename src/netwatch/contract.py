@@ -74,7 +74,7 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
     "panel_event": (frozenset({"device", "site", "event", "door"}), {"count": _I, "detail": _S}),
     "alert": (
         frozenset({"rule", "entity", "site", "severity"}),
-        {"state": _S, "value": _F, "incident": _S, "summary": _S},
+        {"state": _S, "value": _F, "incident": _S, "summary": _S, "held": _S},
     ),
     "netwatch": (
         frozenset({"instance", "component"}),
