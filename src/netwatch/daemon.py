@@ -304,13 +304,8 @@ async def open_alerting(
     cfg, inventory = loaded.config, loaded.inventory
     store = AlertStore(cfg.state_dir / "alerts.db")
     stack.callback(store.close)
-    intervals = {d.id: min((c.interval for c in d.checks), default=None) for d in inventory.devices.values()}
-    kinds = {d.id: d.kind for d in inventory.devices.values()}
     engine = AlertEngine(
-        effective_rules(cfg.alerts),
-        store,
-        interval=lambda tags: intervals.get(tags.get("device", "")),
-        device_kind=kinds.get,
+        effective_rules(cfg.alerts), store, interval=inventory.poll_interval, device_kind=inventory.device_kind
     )
     stack.callback(engine.flush)
     outbox: Outbox | None = None
@@ -347,6 +342,7 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
     """Apply a reloaded config's rules, topology, maintenance, routes and receivers."""
     cfg, inventory = loaded.config, loaded.inventory
     now = now_ns()
+    alerts.engine.use_lookups(interval=inventory.poll_interval, device_kind=inventory.device_kind)
     alerts.engine.apply(effective_rules(cfg.alerts), now)
     alerts.engine.prune(
         lambda tags: tags.get("device", "") in inventory.devices or tags.get("link", "") in inventory.links, now

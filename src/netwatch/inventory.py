@@ -79,6 +79,18 @@ class Inventory:
     devices: Mapping[str, Device]
     links: Mapping[str, Link]
 
+    def device_kind(self, device: str) -> str | None:
+        """Return a device's kind (None if the config does not name it)."""
+        found = self.devices.get(device)
+        return found.kind if found is not None else None
+
+    def poll_interval(self, tags: Mapping[str, str]) -> float | None:
+        """Return the shortest check interval of the device ``tags`` name: how often it reports."""
+        found = self.devices.get(tags.get("device", ""))
+        if found is None or not found.checks:
+            return None
+        return min(c.interval for c in found.checks)
+
 
 def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
     """Merge settings per device and build the runtime inventory; return it with any problems."""

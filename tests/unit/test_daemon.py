@@ -78,3 +78,52 @@ async def test_reload_keeps_running_checks_and_their_grid(tmp_path: Path, probes
     assert probes["d3"].calls
     d2_after = [t for t in probes["d2"].calls if t > d1.calls[-1] - 2.0]
     assert not d2_after, "a removed device is not polled any more"
+
+
+async def test_reload_teaches_alerting_the_new_devices_kinds_and_intervals(tmp_path: Path) -> None:
+    """A rule scoped to a kind sees a device added by a reload (interface samples carry no kind tag:
+    alerting looks it up), and an absence rule counts the reloaded interval, not the old one."""
+    import contextlib
+
+    from netwatch.config import load_config
+    from netwatch.model import Sample, now_ns
+
+    S = 1_000_000_000
+
+    path = tmp_path / "netwatch.yaml"
+    rule = (
+        "alerts:\n"
+        "  - {name: ap_port_down, measurement: interface, field: oper_up, op: '==', threshold: 0,"
+        " scope: {kinds: [wifi_ap]}}\n"
+    )
+    write(path, "sw1")
+    path.write_text(path.read_text() + rule)
+    first = load_config(path)
+    path.write_text(
+        path.read_text().replace(
+            "devices:\n", "devices:\n  - {id: ap1, site: hq, kind: wifi_ap, address: 127.0.0.2, interval: 7s}\n"
+        )
+    )
+    second = load_config(path)
+    got: list[Sample] = []
+
+    class Sink:
+        def submit(self, samples: list[Sample]) -> None:
+            got.extend(samples)
+
+    async with contextlib.AsyncExitStack() as stack:
+        alerts, outbox = await daemon.open_alerting(first, Sink(), stack)  # type: ignore[arg-type]
+        await daemon.reload_alerting(alerts, outbox, second)
+        now = now_ns()
+        alerts.observe([Sample("interface", {"device": "ap1", "site": "hq", "port": "eth0"}, {"oper_up": 0}, now)])
+        alerts.observe([Sample("device", {"device": "ap1", "site": "hq", "kind": "wifi_ap"}, {"up": 1}, now)])
+
+        def fired(rule: str) -> list[str | float | int]:
+            return [s.fields["state"] for s in got if s.measurement == "alert" and s.tags["rule"] == rule]
+
+        assert fired("ap_port_down") == ["firing"]
+        alerts.tick(now + 20 * S)  # device_silent: 3 intervals of 7 s
+        assert fired("device_silent") == []
+        alerts.tick(now + 22 * S)
+        alerts.tick(now + 40 * S)  # past the default group_wait
+        assert fired("device_silent") == ["firing"]

@@ -159,6 +159,16 @@ class AlertEngine:
         for rule in rules:
             self._by_measurement.setdefault(rule.measurement, []).append(rule)
 
+    def use_lookups(
+        self,
+        *,
+        interval: Callable[[Mapping[str, str]], float | None] | None,
+        device_kind: Callable[[str], str | None] | None,
+    ) -> None:
+        """Swap the interval and kind lookups (a reload's inventory: added devices, changed intervals)."""
+        self._interval = interval
+        self._device_kind = device_kind
+
     @property
     def rules(self) -> list[Rule]:
         return list(self._rules.values())

@@ -701,17 +701,14 @@ def daemon_tags(sample: Sample, inventory: Inventory) -> Sample:
 
 def make_engine(rules: Sequence[Rule], inventory: Inventory | None, start_ns: int) -> AlertEngine:
     """Return an in-memory engine that sees devices as the daemon's does, started at ``start_ns``."""
-    # The same callbacks as daemon.open_alerting: an absence rule counts a device's configured
+    # The same lookups as daemon.open_alerting: an absence rule counts a device's configured
     # poll interval, and interface/optics samples (which carry no kind tag) get the device's kind.
-    devices = inventory.devices.values() if inventory is not None else []
-    intervals = {d.id: min((c.interval for c in d.checks), default=None) for d in devices}
-    kinds = {d.id: d.kind for d in devices}
     return AlertEngine(
         rules,
         None,
         clock=lambda: start_ns,
-        interval=lambda tags: intervals.get(tags.get("device", "")),
-        device_kind=kinds.get,
+        interval=inventory.poll_interval if inventory is not None else None,
+        device_kind=inventory.device_kind if inventory is not None else None,
     )
 
 
