@@ -521,7 +521,12 @@ class AlertEngine:
 
     @staticmethod
     def _transition(rule: Rule, st: EntityState, to: TransitionTo, started: int, at: int) -> Transition:
-        summary = rule.render(entity=st.entity, tags=st.tags, value=st.value)
+        if to in ("resolved", "flapping_stopped") and st.summary:
+            # The resolve tells what the incident was ("rx -25.1 dBm is below -24 dBm"), not the
+            # firing sentence rendered with the clearing value ("-20.9 dBm is below -24 dBm").
+            summary = st.summary
+        else:
+            summary = rule.render(entity=st.entity, tags=st.tags, value=st.value)
         # Kept with the state: resolving an incident of a rule removed while netwatch was down.
         st.severity, st.summary = rule.severity, summary
         return Transition(
