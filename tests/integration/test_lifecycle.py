@@ -160,14 +160,60 @@ async def test_outage_drill_loses_nothing(
     assert left == 0
 
 
+#: Recorded in the spool file itself, in the same transaction as each append: every point the
+#: daemon committed (acknowledged as collected), whatever happens to its row afterwards.
+AUDIT = """
+CREATE TABLE audit (line BLOB NOT NULL);
+CREATE TRIGGER audit_append AFTER INSERT ON points BEGIN INSERT INTO audit(line) VALUES (NEW.line); END;
+"""
+
+
+def audited_spool(path: Path) -> None:
+    """Create the daemon's spool with an audit of every append (the daemon only adds rows to it)."""
+    asyncio.run(SqliteSpool(path, max_bytes=1 << 30).aclose())
+    db = sqlite3.connect(path)
+    db.executescript(AUDIT)
+    db.close()
+
+
+def spool_snapshot(path: Path) -> tuple[set[Key], set[Key]]:
+    """Keys of every point ever appended to the spool, and of those it holds, as of one moment."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        db.execute("BEGIN")  # one read transaction: both sets from the same commit
+        appended = {key_of_line(bytes(line).decode()) for (line,) in db.execute("SELECT line FROM audit")}
+        held = {key_of_line(bytes(line).decode()) for (line,) in db.execute("SELECT line FROM points")}
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return appended, held
+
+
+def dropped_by_the_daemon(influx: InfluxdServer) -> tuple[int, int]:
+    """The largest points_dropped any run of the daemon reported about itself, and how many
+    reports there were."""
+    rows = influx.series("SELECT max(points_dropped), count(points_dropped) FROM netwatch WHERE component = 'sink'")
+    if not rows:
+        return 0, 0
+    _, most, reports = rows[0]["values"][0]
+    return int(most), int(reports)
+
+
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, influxd_own: InfluxdServer) -> None:
-    """SIGKILL the daemon 20 times at random moments under load: every point it had committed to
-    its spool (acknowledged) at each kill is in InfluxDB once the last run has drained."""
+    """SIGKILL the daemon 20 times at random moments under load: once the last run has drained and
+    stopped, every point any run committed to its spool is in InfluxDB or still in the spool, and
+    none was dropped (the daemon's own points_dropped stays 0: the spool's cap is far away).
+
+    Every append is recorded by a trigger in the spool file, so a row the spool deletes without
+    delivering it counts as lost even if no kill caught it in the spool: the earlier version of
+    this test, which looked only at the rows held at each kill, passed with a spool whose take()
+    silently deleted one row of every batch (94 of ~2,500 points lost); this one fails on it."""
     config = tmp_path / "netwatch.yaml"
     write_config(config, influxd_own.url, devices=40)
     spool = tmp_path / "state" / "spool.db"
+    audited_spool(spool)
     rng = random.Random(20261122)
-    committed: set[Key] = set()
+    at_kills: set[Key] = set()
     kills = 0
     for _ in range(20):
         proc = subprocess.Popen(
@@ -177,15 +223,12 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
         proc.kill()
         proc.wait()
         kills += 1
-        if spool.exists():
-            # What the killed daemon had committed and not yet seen acknowledged by InfluxDB.
-            db = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
-            committed.update(key_of_line(bytes(line).decode()) for (line,) in db.execute("SELECT line FROM points"))
-            db.close()
+        at_kills |= spool_snapshot(spool)[1]  # committed, not yet seen acknowledged by InfluxDB
     assert kills == 20
-    assert committed, "the kills should have caught points in the spool"
+    assert at_kills, "the kills should have caught points in the spool"
     # One last clean run drains whatever the spool still holds; SIGTERM only once it is READY
     # (before its signal handlers exist, Python's default action would kill it).
+    backlog = spool_snapshot(spool)[0]
     manager, env = fake_systemd(tmp_path, timeout=15)
     proc = subprocess.Popen(
         [NETWATCH, "run", "-c", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -196,12 +239,19 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, in
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        if not committed - keys_in_influx(influxd_own):
+        if not backlog - keys_in_influx(influxd_own):
             break
     proc.terminate()
     assert proc.wait(15) == 0
-    missing = committed - keys_in_influx(influxd_own)
-    assert not missing, f"{len(missing)} of {len(committed)} acknowledged points lost, e.g. {sorted(missing)[:3]}"
+    appended, held = spool_snapshot(spool)
+    in_influx = keys_in_influx(influxd_own)
+    dropped, reports = dropped_by_the_daemon(influxd_own)
+    assert reports > 0, "the daemon's own counters reached InfluxDB"
+    assert dropped == 0
+    lost = appended - in_influx - held
+    assert not lost, f"{len(lost)} of {len(appended)} acknowledged points lost, e.g. {sorted(lost)[:3]}"
+    undelivered = at_kills - in_influx
+    assert not undelivered, f"{len(undelivered)} points the kills left in the spool were not delivered"
 
 
 def test_systemd_notify_protocol_through_a_real_run(tmp_path: Path) -> None:
