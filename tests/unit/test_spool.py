@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -156,6 +159,119 @@ def test_damaged_file_is_moved_aside_and_the_daemon_starts(tmp_path: Path, damag
 def index(line: str) -> int:
     """Which of ``lines()`` this is (its timestamp)."""
     return int(line.rsplit(" ", 1)[1]) - BASE
+
+
+def damaged_spool_with_wal(path: Path) -> None:
+    """A spool of 5,500 lines whose newest 500 are still in its WAL (the writer was SIGKILLed),
+    with a page in the middle of its main file overwritten."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from netwatch.sink.spool import SqliteSpool
+        spool = SqliteSpool(Path({str(path)!r}), max_bytes=50_000_000)
+        for i in range(55):
+            spool.append([f"ping,device=d{{j % 50}},site=hq up=1i,rtt_avg_ms={{j}}.5 {{{BASE} + j}}"
+                          for j in range(i * 100, i * 100 + 100)])
+            if i == 49:
+                spool._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.kill(os.getpid(), 9)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) // 3, len(data) // 3 + 4096, 7):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def digests(directory: Path, pattern: str) -> dict[str, str]:
+    """sha256 of each file matching ``pattern``, by its name with the pattern's stem cut off."""
+    stem = pattern.rstrip("*")
+    return {p.name.removeprefix(stem): hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.glob(pattern)}
+
+
+def aside_of(directory: Path) -> Path:
+    """The one damaged spool set aside in ``directory`` (its main file)."""
+    (aside,) = [p for p in directory.glob("spool.db.corrupt-*") if "-" not in p.name.removeprefix("spool.db.corrupt-")]
+    return aside
+
+
+def salvaged_in_one_go(path: Path) -> list[str]:
+    asyncio.run(SqliteSpool(path, max_bytes=50_000_000).aclose())
+    return sorted(spool_lines(path))
+
+
+def spool_lines(path: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [bytes(line).decode() for (line,) in db.execute("SELECT line FROM points")]
+    finally:
+        db.close()
+
+
+def test_damaged_original_is_set_aside_untouched(tmp_path: Path) -> None:
+    """The damaged file and its WAL are set aside byte for byte (SQLite never opens them, so no
+    checkpoint writes the WAL into the damaged file), and the rows still in the WAL are salvaged."""
+    path = tmp_path / "spool.db"
+    damaged_spool_with_wal(path)
+    found = digests(tmp_path, "spool.db*")
+    assert {"", "-wal"} <= found.keys()
+    spool = SqliteSpool(path, max_bytes=50_000_000)
+    kept = digests(tmp_path, f"{aside_of(tmp_path).name}*")
+    assert kept[""] == found[""], "the damaged file was changed before it was set aside"
+    assert kept["-wal"] == found["-wal"], "the damaged file's WAL was changed or lost"
+    salvaged = set(spool_lines(path))
+    assert set(lines(500, start=5000)) <= salvaged, "the rows in the WAL are salvaged"
+    assert 0 < spool.recovered < 5500
+    asyncio.run(spool.aclose())
+
+
+@pytest.mark.parametrize(("step", "calls"), [("_set_aside", 1), ("_crc", 3500), ("_switch", 1)])
+def test_salvage_cut_short_by_a_crash_resumes(tmp_path: Path, step: str, calls: int) -> None:
+    """A process killed in the middle of a salvage (after setting the damaged file aside, after
+    three of six batches were copied, after switching to the new file) leaves the next start to
+    finish it: every row a salvage in one go keeps, each once, and the damaged files as found."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    damaged_spool_with_wal(reference / "spool.db")
+    work = tmp_path / "work"
+    shutil.copytree(reference, work)
+    found = digests(work, "spool.db*")
+    expected = salvaged_in_one_go(reference / "spool.db")
+    script = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from netwatch.sink import spool
+        real, calls = spool.{step}, 0
+        def dying(*args):
+            global calls
+            result = real(*args)
+            calls += 1
+            if calls == {calls}:
+                os.kill(os.getpid(), 9)
+            return result
+        spool.{step} = dying
+        spool.SqliteSpool(Path({str(work / "spool.db")!r}), max_bytes=50_000_000)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with structlog.testing.capture_logs() as logs:
+        spool = SqliteSpool(work / "spool.db", max_bytes=50_000_000)
+    got = spool_lines(work / "spool.db")
+    assert len(got) == len(set(got)), "a row was copied twice"
+    assert sorted(got) == expected
+    assert spool.recovered == len(expected)
+    assert any(e["event"] == "spool_corrupt" for e in logs) or step == "_switch"
+    names = sorted(p.name for p in work.iterdir())
+    assert not [n for n in names if n.endswith((".salvage", ".salvaging", ".readable"))], names
+    kept = digests(work, f"{aside_of(work).name}*")
+    assert kept[""] == found[""]
+    assert kept["-wal"] == found["-wal"]
+    asyncio.run(spool.aclose())
 
 
 @contextlib.contextmanager

@@ -12,8 +12,8 @@ would need per-record ack bitmaps); and the file needs no compaction logic of ou
   InfluxDB within one flush interval while the backlog drains behind it. Timestamps are collection
   times, so the order of writes does not matter to InfluxDB and a replay is an upsert.
 * Every row carries a CRC-32 of its line; a row whose line does not match is never sent: it is
-  deleted and counted (``corrupt``). A file SQLite cannot read is moved aside, what can be read is
-  salvaged, and a fresh spool starts.
+  deleted and counted (``corrupt``). A file SQLite cannot read is moved aside untouched, what can
+  be read is salvaged into a fresh spool (resumably, should the process die meanwhile).
 * The cap is in bytes of line data. Past it, and when the disk is full, the oldest lines are
   dropped and counted: ``written + rejected + dropped + held == appended``.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import time
 import zlib
@@ -137,79 +138,139 @@ class SqliteSpool:
         return db
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            db = self._connect(self.path)
-            db.execute(_SCHEMA)
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check == "ok":
+        if self._salvage_marker.exists():
+            return self._salvage(None)  # a salvage was under way when the process died: finish it
+        problem = _problem(self.path) if self.path.exists() else None
+        if problem is None:
+            try:
+                db = self._connect(self.path)
+                db.execute(_SCHEMA)
                 return db
-            db.close()
-            problem = str(check)
-        except sqlite3.DatabaseError as exc:
-            problem = str(exc)
+            except sqlite3.DatabaseError as exc:
+                problem = str(exc)
         return self._salvage(problem)
 
-    def _salvage(self, problem: str) -> sqlite3.Connection:
-        """Move an unreadable spool aside, start a fresh one, and copy over what still reads."""
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                src.rename(Path(str(aside) + suffix))
-        db = self._connect(self.path)
-        db.execute(_SCHEMA)
-        saved, lost_ranges = 0, 0
+    @property
+    def _salvage_marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".salvage")
+
+    def _salvage(self, problem: str | None) -> sqlite3.Connection:
+        """Set an unreadable spool aside untouched, copy what still reads into a fresh one, and
+        switch to it; or, with ``problem`` None, finish a salvage that a dead process started.
+
+        Each step survives a crash and is taken up again at the next start, so a restart neither
+        loses the rows already copied nor copies them twice:
+
+        1. ``spool.db.salvage`` names the aside, written before anything moves;
+        2. the damaged files are renamed to it, the main file last (while it is still at its
+           name, this step is not done);
+        3. rows are copied in seq order, a committed batch at a time, into
+           ``spool.db.salvaging``, resuming after the largest seq already there;
+        4. ``spool.db.salvaging`` becomes ``spool.db``; then the marker goes.
+
+        SQLite never opens the aside files: a read-write connection would checkpoint the WAL into
+        the damaged file when closed, and even a read-only one writes the -shm. Rows are read
+        from a scratch copy of the file and its WAL (the newest rows are often still in the WAL).
+        """
+        marker = self._salvage_marker
+        target = self.path.with_name(self.path.name + ".salvaging")
+        resumed = problem is None
+        if problem is None:
+            aside = self.path.with_name(marker.read_text().strip() or "-")
+            problem = "a salvage was cut short; resumed"
+            if self.path.exists() and (aside.exists() or not aside.name.startswith(self.path.name + ".corrupt-")):
+                marker.unlink()  # step 4 was done (or the marker is not ours): nothing left to copy
+                return self._open()
+        else:
+            stamp = int(time.time())
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            while Path(f"{aside}-wal").exists() or aside.exists():
+                stamp += 1
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            # No room even for the marker (a full disk): salvage anyway, only not resumably.
+            with contextlib.suppress(OSError):
+                _write_durably(marker, aside.name)
+        if self.path.exists():
+            _set_aside(self.path, aside)
+        saved, before, lost_ranges = 0, 0, 0
         try:
-            readable = _readable_copy(aside)
-            old = sqlite3.connect(f"file:{readable}?mode=ro", uri=True)
-            last, step = -1, 64
-            while step < 2**40:
-                try:
-                    rows = old.execute(
-                        "SELECT seq, line, crc FROM points WHERE seq > ? ORDER BY seq LIMIT 1000", (last,)
-                    ).fetchall()
-                except sqlite3.DatabaseError:
-                    # A damaged or missing b-tree page. Rows next to it may still read one by one
-                    # (a range scan fails as soon as it touches the bad page); past them, skip
-                    # ahead, further each time.
-                    lost_ranges += 1
-                    rows = []
-                    for seq in range(last + 1, last + 1 + min(step, 1000)):
-                        with contextlib.suppress(sqlite3.DatabaseError):
-                            rows += old.execute("SELECT seq, line, crc FROM points WHERE seq = ?", (seq,)).fetchall()
-                    if not rows:
-                        last += step
-                        step *= 2
-                        continue
-                if not rows:
-                    break
-                step = 64 if len(rows) == 1000 or lost_ranges == 0 else step
-                good = [
-                    (seq, _as_bytes(line), crc)
-                    for seq, line, crc in rows
-                    if isinstance(line, bytes | str) and isinstance(crc, int) and _crc(_as_bytes(line)) == crc
-                ]
-                self.corrupt += len(rows) - len(good)
-                db.execute("BEGIN")
-                db.executemany("INSERT INTO points(seq, line, crc) VALUES (?, ?, ?)", good)
-                db.execute("COMMIT")
-                saved += len(good)
-                last = rows[-1][0]
-            old.close()
-            if readable != aside:
-                readable.unlink()
-        except sqlite3.DatabaseError as exc:
+            new = sqlite3.connect(target, isolation_level=None)
+            try:
+                # A rollback journal, not WAL, while it is filled: one file to rename at the end,
+                # and a hot journal (a crash mid-batch) is rolled back when it is opened again.
+                new.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the table exists
+                new.execute(_SCHEMA)
+                before, last = new.execute("SELECT count(*), coalesce(max(seq), -1) FROM points").fetchone()
+                if aside.exists():
+                    saved, lost_ranges = self._copy_rows(aside, new, int(last))
+            finally:
+                new.close()
+        except (sqlite3.DatabaseError, OSError) as exc:
             problem = f"{problem}; salvage stopped: {exc}"
+        if target.exists():
+            _switch(target, self.path)
+        marker.unlink(missing_ok=True)
         log.error(
             "spool_corrupt",
             path=str(self.path),
             moved_to=str(aside),
             problem=problem,
-            salvaged_points=saved,
+            resumed=resumed,
+            salvaged_points=before + saved,
             corrupt_points=self.corrupt,
             unreadable_ranges=lost_ranges,
         )
+        db = self._connect(self.path)
+        db.execute(_SCHEMA)
         return db
+
+    def _copy_rows(self, aside: Path, new: sqlite3.Connection, last: int) -> tuple[int, int]:
+        """Copy the rows after seq ``last`` that still read and pass their CRC from the damaged
+        spool set aside at ``aside`` into ``new``; return (rows copied, unreadable ranges)."""
+        saved, lost_ranges = 0, 0
+        readable = _scratch_copy(aside)
+        try:
+            old = sqlite3.connect(f"{readable.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                step = 64
+                while step < 2**40:
+                    try:
+                        rows = old.execute(
+                            "SELECT seq, line, crc FROM points WHERE seq > ? ORDER BY seq LIMIT 1000", (last,)
+                        ).fetchall()
+                    except sqlite3.DatabaseError:
+                        # A damaged or missing b-tree page. Rows next to it may still read one by
+                        # one (a range scan fails as soon as it touches the bad page); past them,
+                        # skip ahead, further each time.
+                        lost_ranges += 1
+                        rows = []
+                        for seq in range(last + 1, last + 1 + min(step, 1000)):
+                            with contextlib.suppress(sqlite3.DatabaseError):
+                                rows += old.execute(
+                                    "SELECT seq, line, crc FROM points WHERE seq = ?", (seq,)
+                                ).fetchall()
+                        if not rows:
+                            last += step
+                            step *= 2
+                            continue
+                    if not rows:
+                        break
+                    step = 64 if len(rows) == 1000 or lost_ranges == 0 else step
+                    good = [
+                        (seq, _as_bytes(line), crc)
+                        for seq, line, crc in rows
+                        if isinstance(line, bytes | str) and isinstance(crc, int) and _crc(_as_bytes(line)) == crc
+                    ]
+                    self.corrupt += len(rows) - len(good)
+                    _insert_salvaged(new, good)
+                    saved += len(good)
+                    last = rows[-1][0]
+            finally:
+                old.close()
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{readable}{suffix}").unlink(missing_ok=True)
+        return saved, lost_ranges
 
     # -- LineBuffer --------------------------------------------------------------------------------
 
@@ -524,24 +585,85 @@ def _as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-def _readable_copy(path: Path) -> Path:
-    """Return a copy of a truncated database file that SQLite will open, or the file itself.
+def _problem(path: Path) -> str | None:
+    """Say what is wrong with the database at ``path``, or None if it reads. Read-only: closing
+    a read-write connection to a damaged file would checkpoint its WAL into it."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            check = str(db.execute("PRAGMA quick_check").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if check == "ok" else check
 
-    SQLite refuses a file shorter than the page count in its header outright; a copy cut to whole
-    pages, with the header's count set to match, opens, and the pages still there can be read.
+
+def _write_durably(path: Path, text: str) -> None:
+    """Write a small file so that after a crash it is either absent or whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _set_aside(path: Path, aside: Path) -> None:
+    """Rename a damaged spool's files to ``aside``; the main file last (see ``_salvage``)."""
+    for suffix in ("-wal", "-shm", ""):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.rename(f"{aside}{suffix}")
+    _sync_dir(path.parent)
+
+
+def _insert_salvaged(db: sqlite3.Connection, rows: list[tuple[int, bytes, int]]) -> None:
+    # The copy resumes after the largest seq already copied; OR IGNORE is the belt to those braces.
+    db.execute("BEGIN")
+    db.executemany("INSERT OR IGNORE INTO points(seq, line, crc) VALUES (?, ?, ?)", rows)
+    db.execute("COMMIT")
+
+
+def _switch(target: Path, path: Path) -> None:
+    os.replace(target, path)
+    _sync_dir(path.parent)
+
+
+def _scratch_copy(aside: Path) -> Path:
+    """Copy a set-aside spool and its WAL for reading, and return the copy.
+
+    SQLite writes to what it opens (the -shm, a checkpoint on close); the copy takes that, so the
+    aside files stay as they were found. SQLite also refuses a file shorter than the page count
+    in its header outright: cut to whole pages, with the header's count set to match, the copy
+    opens and the pages still there can be read.
     """
-    data = bytearray(path.read_bytes())
-    if len(data) < 100 or not data.startswith(b"SQLite format 3\0"):
-        return path
-    page_size = int.from_bytes(data[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = len(data) // page_size
-    if page_size < 512 or int.from_bytes(data[28:32], "big") <= pages:
-        return path
-    del data[pages * page_size :]
-    data[28:32] = pages.to_bytes(4, "big")
-    copy = path.with_name(path.name + ".readable")
-    copy.write_bytes(bytes(data))
+    copy = aside.with_name(aside.name + ".readable")
+    for suffix in ("-wal", "-shm", "-journal"):
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(aside, copy)
+    if Path(f"{aside}-wal").exists():
+        shutil.copyfile(f"{aside}-wal", f"{copy}-wal")
+    with copy.open("r+b") as f:
+        header = f.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+            return copy
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = copy.stat().st_size // page_size if page_size >= 512 else 0
+        if pages and int.from_bytes(header[28:32], "big") > pages:
+            f.truncate(pages * page_size)
+            f.seek(28)
+            f.write(pages.to_bytes(4, "big"))
     return copy
 
 
