@@ -130,8 +130,8 @@ class SqliteSpool:
         db.execute("PRAGMA synchronous=NORMAL")
         # Debian's SQLite is built with SECURE_DELETE: every freed page is zeroed, so a DELETE
         # writes as many WAL frames as the rows it removes. That made deleting the oldest points
-        # on a full disk need as much free disk as they held, and drain ~15 % slower; the lines
-        # are InfluxDB's anyway, nothing to hide.
+        # on a full disk need as much free disk as they held, and drain ran at ~230k points/s
+        # instead of ~315k (bench/spool.py); the lines are InfluxDB's anyway, nothing to hide.
         db.execute("PRAGMA secure_delete=OFF")
         # After a checkpoint the WAL is cut back to this, instead of keeping its high-water size.
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
