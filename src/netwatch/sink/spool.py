@@ -413,19 +413,21 @@ class SqliteSpool:
         """Give the pages of the points just dropped back to the file system, a bounded step at a
         time (the database file shrinks at each step's checkpoint), and hold the reserve again."""
         step = VACUUM_PAGES // 4  # 512 KiB: its WAL frames fit in what the reserve left free
-        for _ in range((RESERVE_BYTES + DISK_SLACK) // (step * 4096) + 1):
+        for _ in range((RESERVE_BYTES + DISK_SLACK) // (step * 4096) + 2):
             try:
                 stat = os.statvfs(self._dir)
                 if stat.f_bavail * stat.f_frsize >= RESERVE_BYTES + DISK_SLACK:
-                    break
+                    # Not with less: the next transactions' WAL frames need the slack, and taking
+                    # it would only have the next append give the reserve up again.
+                    self._ensure_reserve()
+                    return
                 if not self._db.execute("PRAGMA freelist_count").fetchone()[0]:
-                    break
+                    return
                 self._db.executescript(f"PRAGMA incremental_vacuum({step});")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the database file shrinks here
             except (OSError, sqlite3.OperationalError):
                 self._rollback()
-                break
-        self._ensure_reserve()
+                return
 
     async def take(self, max_points: int) -> Batch | None:
         """Hand out up to ``max_points`` of the newest waiting lines (oldest CRC-failures skipped)."""
