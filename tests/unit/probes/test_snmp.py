@@ -39,6 +39,7 @@ from netwatch.probes.snmp import (
     sensor_field,
     sensor_value,
 )
+from netwatch.probes.snmpclient import SnmpFailure, TooBig
 
 SECRET = "s3cret-community"
 
@@ -59,7 +60,7 @@ class ScriptedProbe(SnmpProbe):
     async def _request(self, op: str, oids: Sequence[Oid], reps: int = 0) -> list[Any]:
         self.requests.append((op, len(oids)))
         if self.max_oids and len(oids) > self.max_oids:
-            raise snmp._TooBig
+            raise TooBig
         if op == "GET":
             return [(rfc1902.ObjectName(o), self.mib.get(o, NoSuchInstance())) for o in oids]
         keys = sorted(self.mib)
@@ -281,7 +282,7 @@ def test_error_indications_map_to_reasons(indication: Exception, reason: str, fr
     """pysnmp's errorIndications become a closed-set reason with a detail an operator can act on."""
     probe = SnmpProbe(router(1), cfg(version="3", user="netwatch", auth_key_file=SecretStr("k" * 10)), ProbeResources())
     failure = probe._indication_failure(indication)
-    assert isinstance(failure, snmp._Failure)
+    assert isinstance(failure, SnmpFailure)
     assert failure.reason == reason
     assert fragment in failure.detail
 
@@ -289,7 +290,7 @@ def test_error_indications_map_to_reasons(indication: Exception, reason: str, fr
 def test_timeout_detail_names_the_credential_to_check() -> None:
     """v2c: the agent is silent on a wrong community; v3: on a wrong privacy key. Never the secret."""
     v2 = SnmpProbe(router(1), cfg(), ProbeResources())._indication_failure(errind.RequestTimedOut("t"))
-    assert isinstance(v2, snmp._Failure)
+    assert isinstance(v2, SnmpFailure)
     assert "community" in v2.detail
     assert SECRET not in v2.detail
     v3 = SnmpProbe(
@@ -297,7 +298,7 @@ def test_timeout_detail_names_the_credential_to_check() -> None:
         cfg(version="3", user="nw", auth_key_file=SecretStr("k" * 10), priv_key_file=SecretStr("p" * 10)),
         ProbeResources(),
     )._indication_failure(errind.RequestTimedOut("t"))
-    assert isinstance(v3, snmp._Failure)
+    assert isinstance(v3, SnmpFailure)
     assert "'nw'" in v3.detail
     assert "privacy key" in v3.detail
 
