@@ -107,6 +107,10 @@ class Daemon:
                 out.append(doc)
         return out
 
+    def notices(self, *ports: str) -> list[dict[str, Any]]:
+        """Return the ``alert_notify`` events (what the service enqueued) about these ports of the router."""
+        return [e for e in self.events("alert_notify") if any(f"{DEVICE} port {p} " in e["summary"] for p in ports)]
+
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
@@ -249,14 +253,14 @@ async def _restart_while_firing(workdir: Path, agent: SnmpServer, am: Alertmanag
             run.am_active_before = am_state(am, inc)
 
             run.term_exit = await daemon.stop(signal.SIGTERM)
-            notified_before = len(daemon.events("alert_notify"))
+            notified_before = len(daemon.notices(port))
             await daemon.start()
             await asyncio.sleep(5.0)  # the fault persists: 5 polls, 5 Alertmanager re-sends
             run.pd_actions_during = accepted(pd, inc)
             run.incidents_opened_during = pd.incidents_opened
             run.am_state_during = am_state(am, inc)
             run.am_hook_during = am_statuses(hook, inc)
-            run.notify_events_second_run = daemon.events("alert_notify")[notified_before:]
+            run.notify_events_second_run = daemon.notices(port)[notified_before:]
 
             agent.set_interface(port, oper=1)
             # Two clear polls resolve it (clear_checks 2); Alertmanager's webhook follows group_interval 2 s.
@@ -406,7 +410,7 @@ async def _receiver_outage(workdir: Path, agent: SnmpServer) -> OutageRun:
         daemon = Daemon(write_config(workdir, agent, pd, None), workdir / "netwatch.log")
 
         def notified() -> list[tuple[str, str]]:
-            return [(e["what"], e["incident"]) for e in daemon.events("alert_notify")]
+            return [(e["what"], e["incident"]) for e in daemon.notices(first, second)]
 
         try:
             await daemon.start()
@@ -429,7 +433,8 @@ async def _receiver_outage(workdir: Path, agent: SnmpServer) -> OutageRun:
             if await eventually(lambda: len(pd.events) >= 3, 40):
                 run.delivered_after_return_s = round(time.monotonic() - back_at, 1)
             await asyncio.sleep(2.0)  # room for duplicates
-            run.sequence = [(e["event_action"], e["dedup_key"]) for e in pd.events]
+            ours = {incident for _, incident in run.enqueued}
+            run.sequence = [(e["event_action"], e["dedup_key"]) for e in pd.events if e.get("dedup_key") in ours]
             run.incidents_opened = pd.incidents_opened
         finally:
             await daemon.close()
