@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netwatch.configbase import Strict
-from netwatch.probes import ping, snmp
+from netwatch.probes import ping, rtsp, snapshot, snmp
 from netwatch.probes.base import Probe, ProbeFactory, ProbeResources
 
 
@@ -27,6 +27,8 @@ class ProbeKind:
 REGISTRY: dict[str, ProbeKind] = {
     "ping": ProbeKind(ping.PingConfig, ping.build),
     "snmp": ProbeKind(snmp.SnmpConfig, snmp.build, reports_ports=True),
+    "rtsp": ProbeKind(rtsp.RtspConfig, rtsp.build),
+    "snapshot": ProbeKind(snapshot.SnapshotConfig, snapshot.build),
 }
 
 __all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]
