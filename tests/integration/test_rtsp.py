@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from netwatch.contract import CONTRACT
 from netwatch.model import Outcome, Target
@@ -13,12 +17,14 @@ from netwatch.probes.rtsp import RtspConfig, RtspProbe
 from tests.servers import rtsp as servers
 from tests.servers.common import free_port
 from tests.servers.rtsp import PASSWORD, USER, RtspServer
+from tests.unit.probes.pictures import tiny_jpeg
 
 # The real servers, one per auth mode, shared by this module.
 rtsp_server = servers.rtsp_server
 rtsp_server_basic = servers.rtsp_server_basic
 rtsp_server_digest = servers.rtsp_server_digest
 
+NETWATCH = str(Path(sys.executable).parent / "netwatch")
 TARGET = Target("cam-vp-1", "villa-parke", "camera", "127.0.0.1")
 
 
@@ -115,3 +121,69 @@ async def test_nothing_listening_is_refused() -> None:
     outcome = await probe(f"rtsp://127.0.0.1:{free_port()}/cam1").check()
     assert outcome.reason == "refused"
     assert sample_of(outcome)["up"] == 0
+
+
+# -- a camera through the config and `netwatch probe` ---------------------------------------------------------
+
+
+async def test_camera_checks_through_netwatch_probe(rtsp_server_digest: RtspServer, tmp_path: Path) -> None:
+    """A camera configured once under defaults.kinds.camera: both checks up through `netwatch probe`,
+    the password (from a file) nowhere in the output; a wrong one gives reason auth and exit 1."""
+    picture = tiny_jpeg(320, 240)
+
+    async def snap(request: web.Request) -> web.Response:
+        return web.Response(body=picture, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/snap.jpg", snap)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    http_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", http_port).start()
+    (tmp_path / "camera-user").write_text(USER + "\n")
+    config = tmp_path / "netwatch.yaml"
+    config.write_text(
+        f"""
+state_dir: {tmp_path / "state"}
+defaults:
+  kinds:
+    camera:
+      checks: [rtsp, snapshot]
+      rtsp: {{url: "rtsp://{{address}}:{rtsp_server_digest.port}/cam2",
+             username_file: camera-user, password_file: camera-password}}
+      snapshot: {{url: "http://{{address}}:{http_port}/snap.jpg"}}
+sites: [{{id: yard, name: Yard}}]
+devices:
+  - {{id: cam-1, site: yard, kind: camera, address: 127.0.0.1}}
+"""
+    )
+
+    async def netwatch_probe() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            NETWATCH, "probe", "-c", str(config), "cam-1", "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    try:
+        (tmp_path / "camera-password").write_text(PASSWORD + "\n")
+        code, out = await netwatch_probe()
+        lines = [json.loads(line) for line in out.splitlines()]
+        checks = {line["check"]: line for line in lines if "check" in line}
+        points = {line["measurement"]: line for line in lines if "measurement" in line}
+        assert code == 0, out
+        assert checks["rtsp"]["reason"] == "ok"
+        assert checks["snapshot"]["detail"] == f"JPEG 320x240, {len(picture)} bytes"
+        assert points["rtsp"]["fields"]["video"] == 1
+        assert points["snapshot"]["fields"]["bytes"] == len(picture)
+        assert PASSWORD not in out
+
+        (tmp_path / "camera-password").write_text("Not-The-Password\n")
+        code, out = await netwatch_probe()
+        assert code == 1
+        assert '"reason": "auth"' in out
+        assert "Not-The-Password" not in out
+    finally:
+        await runner.cleanup()
