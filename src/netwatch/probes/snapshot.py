@@ -162,6 +162,10 @@ class SnapshotProbe:
             if self._creds is None:
                 detail = f"needs credentials ({describe(challenges)}): set username_file and password_file"
                 return self._result(False, "auth", detail, ts, started)
+            if answer.url.origin() != self._url.origin():
+                # The camera's credentials are for the camera, not for wherever a redirect leads.
+                detail = f"{answer.url.host} asked for credentials after a redirect; they go only to {self._url.host}"
+                return self._result(False, "auth", detail, ts, started)
             chosen = choose(challenges, self._creds, self._cfg.auth)
             if chosen is None:
                 detail = unanswerable(challenges, self._cfg.auth)

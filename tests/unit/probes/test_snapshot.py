@@ -80,6 +80,11 @@ async def moved(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/snap.png")
 
 
+async def elsewhere(request: web.Request) -> web.StreamResponse:
+    """Redirect to the same server under another name: another origin as far as credentials go."""
+    raise web.HTTPFound(f"http://localhost:{request.url.port}/protected.jpg")
+
+
 async def endless(request: web.Request) -> web.StreamResponse:
     """A chunked 'picture' without Content-Length that never ends (a stream served at the snapshot URL)."""
     resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
@@ -115,6 +120,7 @@ async def camera() -> AsyncIterator[Camera]:
     app.router.add_get("/hang.jpg", hang)
     app.router.add_get("/endless.jpg", endless)
     app.router.add_get("/moved", moved)
+    app.router.add_get("/elsewhere", elsewhere)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()
     port = free_port()
@@ -209,6 +215,16 @@ async def test_no_credentials_or_wrong_ones_are_auth(camera: Camera, resources: 
     assert wrong.reason == "auth"
     assert "credentials refused" in wrong.detail
     assert "Wr0ng-Pass" not in repr(wrong)
+
+
+async def test_credentials_not_sent_to_another_origin(
+    camera: Camera, resources: ProbeResources, tmp_path: Path
+) -> None:
+    """A redirect to another host that then asks for credentials gets none: reason auth, nothing sent there."""
+    outcome = await check(camera, "/elsewhere", resources, **creds(tmp_path))
+    assert outcome.reason == "auth"
+    assert "after a redirect" in outcome.detail
+    assert camera.app[HITS] == [None]
 
 
 async def test_size_bounds(camera: Camera, resources: ProbeResources) -> None:
