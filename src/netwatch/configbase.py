@@ -143,13 +143,15 @@ def reveal(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
 
-def layer(base: M, override: M | None) -> M:
+def layer(base: M, override: BaseModel | None) -> M:
     """Return ``base`` with the keys ``override`` set explicitly laid over it.
 
     Config values come in layers (global defaults, defaults for a device kind, the device); only
     keys a layer actually sets win, so an unset key never hides a value from a layer below.
+    ``override`` may be another class that shares keys with ``base`` (``snmp:`` under ``wifi:``);
+    keys ``base`` does not have are left out.
     """
     if override is None:
         return base
-    update = {name: getattr(override, name) for name in override.model_fields_set}
+    update = {name: getattr(override, name) for name in override.model_fields_set if name in type(base).model_fields}
     return base.model_copy(update=update)

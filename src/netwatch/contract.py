@@ -60,7 +60,16 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
         frozenset({"link", "lessee", "site_a", "site_b"}),
         {"up": _I, "state": _S},
     ),
-    "wifi": (frozenset({"device", "site"}), {"clients": _I, "channel_util_pct": _F, "radios_up": _I}),
+    # One AP (the wifi check): clients on all radios, the busiest up radio's channel utilisation.
+    "wifi": (
+        frozenset({"device", "site"}),
+        {"clients": _I, "channel_util_pct": _F, "radios_up": _I, "radios_down": _I},
+    ),
+    # One radio of an AP: a band's clients and load (2.4 GHz fills up first in a busy park).
+    "wifi_radio": (
+        frozenset({"device", "site", "radio", "band"}),
+        {"up": _I, "clients": _I, "channel_util_pct": _F, "channel": _I},
+    ),
     "http": (
         frozenset({"device", "site", "check", "reason"}),
         {"up": _I, "status_code": _I, "latency_ms": _F, "cert_days_left": _F, "body_match": _I},

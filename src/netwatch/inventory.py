@@ -14,6 +14,7 @@ from typing import Any
 from netwatch.config import DEFAULT_CHECKS, Config
 from netwatch.configbase import Strict, layer
 from netwatch.model import PortRef, Target
+from netwatch.probes import REGISTRY
 from netwatch.yamlpos import KeyPath
 
 
@@ -149,11 +150,20 @@ def build_inventory(cfg: Config) -> tuple[Inventory, list[tuple[KeyPath, str]]]:
             )
         specs: list[CheckSpec] = []
         for name in dict.fromkeys(check_names):  # keep order, drop repeats
-            merged = getattr(defaults, name)
-            for lay in layers:
-                merged = layer(merged, getattr(lay, name))
+            base = REGISTRY[name].settings_from
+            if base is None:
+                merged = getattr(defaults, name)
+                for lay in layers:
+                    merged = layer(merged, getattr(lay, name))
+            else:
+                # Level by level, the base kind's settings and then this kind's over them: a
+                # device's snmp.community_file beats defaults.wifi, wifi beats snmp at one level.
+                merged = type(getattr(defaults, name))()
+                for lay in (defaults, *layers):
+                    merged = layer(layer(merged, getattr(lay, base)), getattr(lay, name))
+            where = f"defaults.{base}, defaults.{name}" if base else f"defaults.{name}"
             problems.extend(
-                (("devices", index, name), f"{dev.id}: {p} (set it in defaults.{name} or on the device)")
+                (("devices", index, name), f"{dev.id}: {p} (set it in {where} or on the device)")
                 for p in getattr(merged, "problems", lambda: [])()
             )
             # A probe's own retries must fit in the check's timeout, or the scheduler's timeout

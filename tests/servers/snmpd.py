@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,20 +218,24 @@ def _answers_uptime(host: str, port: int) -> bool:
     return at >= 0 and reply[at + len(oid) : at + len(oid) + 1] == b"\x43"
 
 
-def snmpd_config(port: int, state_path: Path) -> str:
+def snmpd_config(port: int, state_path: Path, roots: Sequence[str] = snmpagent.ROOTS) -> str:
     lines = [
         f"agentAddress udp:127.0.0.1:{port}",
         f"rocommunity {COMMUNITY} 127.0.0.1",
         "dontLogTCPWrappersConnects yes",
         *(u.create_line() for u in V3_USERS),
         *(u.access_line() for u in V3_USERS),
-        *snmpagent.snmpd_conf_lines(state_path, python=sys.executable),
+        *snmpagent.snmpd_conf_lines(state_path, python=sys.executable, roots=roots),
     ]
     return "\n".join(lines) + "\n"
 
 
-def start_snmpd(directory: Path) -> SnmpServer:
-    """Start snmpd with the simulated device in ``directory``; fail (never skip) without snmpd."""
+def start_snmpd(directory: Path, roots: Sequence[str] = snmpagent.ROOTS) -> SnmpServer:
+    """Start snmpd with the simulated device in ``directory``; fail (never skip) without snmpd.
+
+    ``roots`` are the subtrees the lab agent answers for; add a vendor's enterprise subtree to
+    serve the state's ``oids`` there.
+    """
     snmpd = require_binary("snmpd", "snmpd")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port(socket.SOCK_DGRAM)
@@ -241,7 +245,7 @@ def start_snmpd(directory: Path) -> SnmpServer:
     (directory / "priv.key").write_text(PRIV_KEY + "\n")
     snmpagent.write_state(state_path, default_state())
     conf = directory / "snmpd.conf"
-    conf.write_text(snmpd_config(port, state_path))
+    conf.write_text(snmpd_config(port, state_path, roots))
     env = dict(os.environ, SNMP_PERSISTENT_DIR=str(directory / "persist"))
     log = directory / "snmpd.log"
     proc = subprocess.Popen(

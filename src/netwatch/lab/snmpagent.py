@@ -39,8 +39,18 @@ State file (every key optional)::
       "sensors": [                        # entPhySensorTable, indexed like its entity
         {"index": 1003, "type": 14, "scale": 9, "precision": 1, "value": -52, "status": 1,
          "units": "dBm"}
-      ]
+      ],
+      "oids": {                           # any other object: OID -> [type, value]
+        "1.3.6.1.4.1.41112.1.6.1.1.1.2.1": ["string", "wifi0"],
+        "1.3.6.1.4.1.41112.1.6.1.2.1.8.1": ["integer", 12],
+        "1.3.6.1.4.1.9.9.999.1.0": ["counter64", 0, 1000.0]   # [type, base, per_s]: grows
+      }
     }
+
+``oids`` serves a vendor's MIB (a WiFi controller's AP and radio tables, say) without code here;
+snmpd must route the subtree to this script (``snmpd_conf_lines(..., roots=[...])``). Types are
+pass_persist's: integer, unsigned, gauge, counter, counter64, timeticks, string, octet (hex
+digits, for binary values such as MAC addresses), objectid, ipaddress.
 
 snmpd runs one copy of this script per registered subtree (:func:`snmpd_conf_lines`) and must
 not initialise its own modules for those subtrees (:data:`SNMPD_EXCLUDE`, passed as
@@ -65,7 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # aliases only in (lazy) annotations, so python3 < 3.10 can run this file
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     Oid = tuple[int, ...]
     Value = int | str
@@ -141,6 +151,7 @@ class Tree:
         interfaces = [i for i in state.get("interfaces") or [] if isinstance(i, dict)]
         self._interfaces(interfaces, cells)
         self._entities(state.get("entities") or [], state.get("sensors") or [], cells)
+        self._extra(state.get("oids") or {}, cells)
         if roots:
             cells = {oid: cell for oid, cell in cells.items() if any(oid[: len(r)] == r for r in roots)}
         self.keys: list[Oid] = sorted(cells)
@@ -274,6 +285,25 @@ class Tree:
             for column, cell in srow.items():
                 cells[(*ENT_SENSOR_ENTRY, column, idx)] = cell
 
+    def _extra(self, oids: Any, cells: dict[Oid, Cell]) -> None:
+        """Serve the state's ``oids``: OID -> [type, value] or [type, base, per_s] (a counter)."""
+        if not isinstance(oids, dict):
+            return
+        for text, spec in oids.items():
+            oid = parse_oid(str(text))
+            if oid is None or not isinstance(spec, list) or len(spec) < 2 or not isinstance(spec[0], str):
+                continue
+            kind, value = spec[0], spec[1]
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                continue
+            if isinstance(value, str):
+                cells[oid] = (kind, _text(value))
+            elif len(spec) > 2 and isinstance(spec[2], (int, float)):
+                modulo = _U64 if kind == "counter64" else _U32
+                cells[oid] = (kind, self._grow(int(value), float(spec[2]), modulo))
+            else:
+                cells[oid] = (kind, int(value))
+
     # -- lookups ---------------------------------------------------------------------------
 
     def value(self, oid: Oid, now: float) -> tuple[str, str]:
@@ -383,14 +413,15 @@ def snmpd_args() -> list[str]:
     return ["-I", "-" + ",".join(SNMPD_EXCLUDE)]
 
 
-def snmpd_conf_lines(state_path: str | Path, python: str = sys.executable) -> list[str]:
+def snmpd_conf_lines(state_path: str | Path, python: str = sys.executable, roots: Sequence[str] = ROOTS) -> list[str]:
     """Return the ``pass_persist`` lines that make snmpd serve ``state_path`` through this script.
 
     One line (and one process) per subtree; each process answers only inside its own subtree, so
-    a getnext at the end of one subtree moves on to the next registration as snmpd expects.
+    a getnext at the end of one subtree moves on to the next registration as snmpd expects. Add
+    roots (a vendor's enterprise subtree) to serve the state's ``oids`` there.
     """
     script = Path(__file__).resolve()
-    return [f"pass_persist {root} {python} {script} --state {Path(state_path)} {root}" for root in ROOTS]
+    return [f"pass_persist {root} {python} {script} --state {Path(state_path)} {root}" for root in roots]
 
 
 def write_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netwatch.configbase import Strict
-from netwatch.probes import ping, rtsp, snapshot, snmp
+from netwatch.probes import ping, rtsp, snapshot, snmp, wifi
 from netwatch.probes.base import Probe, ProbeFactory, ProbeResources
 
 
@@ -22,6 +22,9 @@ class ProbeKind:
     build: ProbeFactory
     #: Whether its outcomes carry port states (Outcome.ports_up), so span ends can be judged.
     reports_ports: bool = False
+    #: Another kind whose settings lie under this kind's at each level (wifi over snmp: SNMP
+    #: credentials are written once, in ``snmp:``, and serve both checks).
+    settings_from: str | None = None
 
 
 REGISTRY: dict[str, ProbeKind] = {
@@ -29,6 +32,7 @@ REGISTRY: dict[str, ProbeKind] = {
     "snmp": ProbeKind(snmp.SnmpConfig, snmp.build, reports_ports=True),
     "rtsp": ProbeKind(rtsp.RtspConfig, rtsp.build),
     "snapshot": ProbeKind(snapshot.SnapshotConfig, snapshot.build),
+    "wifi": ProbeKind(wifi.WifiConfig, wifi.build, settings_from="snmp"),
 }
 
 __all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]
