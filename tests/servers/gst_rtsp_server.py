@@ -11,7 +11,9 @@ Needs the gi bindings, which live in Debian's system Python, not in the venv (py
 gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good). Pitfalls found
 while writing it: without ``format=I420`` rtpjpegpay loops on "Invalid component" and DESCRIBE
 hangs; a protected mount answers 404 rather than 401 unless the anonymous role may access it
-(``media.factory.access=true, construct=false``).
+(``media.factory.access=true, construct=false``); a *shared* media answers 503 to a DESCRIBE that
+arrives while the previous client's copy is being unprepared (back-to-back checks: 12 of 30), so
+each DESCRIBE gets its own media (0 of 150).
 """
 
 import sys
@@ -35,7 +37,7 @@ USER_OPEN = "user, media.factory.access=(boolean)true, media.factory.construct=(
 def factory(*roles: str) -> GstRtspServer.RTSPMediaFactory:
     f = GstRtspServer.RTSPMediaFactory.new()
     f.set_launch(LAUNCH)
-    f.set_shared(True)
+    f.set_shared(False)
     for role in roles:
         f.add_role_from_structure(Gst.Structure.from_string(role)[0])
     return f
