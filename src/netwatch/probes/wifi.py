@@ -246,6 +246,8 @@ class WifiProbe(SnmpClient):
         for col in column.chain():
             if col.join is None:
                 value = _convert(col, tables[col.oid].get(index))
+            elif not tables[col.oid]:
+                value = None  # the joined table is not there at all: no value, not a sum of nothing
             else:
                 raws = [tables[col.oid].get(r) for r in self._joined(col.join, index, tables)]
                 value = _aggregate(col.aggregate or "first", (_convert(col, raw) for raw in raws))

@@ -426,3 +426,11 @@ def test_lab_agent_serves_any_oid_from_its_state(tmp_path: Path) -> None:
         "4",  # 2**32 - 6 + 10 s x 1/s, wrapped at 32 bits
         "NONE",
     ]
+
+
+async def test_a_missing_joined_table_is_no_value_not_zero() -> None:
+    """Without unifiVapTable's station counts, clients are missing (bad_content), not 0 clients."""
+    mib = {k: v for k, v in unifi_mib().items() if k[: len(UNIFI_VAP) + 1] != (*UNIFI_VAP, 8)}
+    outcome = await ScriptedWifi(mib, wifi_cfg("unifi"), ProbeResources()).check()
+    assert "clients" not in by_radio(outcome)["wifi0"].fields
+    assert "clients" not in ap_sample(outcome).fields
