@@ -72,7 +72,20 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
     ),
     "http": (
         frozenset({"device", "site", "check", "reason"}),
-        {"up": _I, "status_code": _I, "latency_ms": _F, "cert_days_left": _F, "body_match": _I},
+        {
+            "up": _I,
+            "status_code": _I,
+            "latency_ms": _F,
+            "cert_days_left": _F,
+            "body_match": _I,
+            # the redirect chain and where the time went (summed over its hops, as blackbox does)
+            "redirects": _I,
+            "body_bytes": _I,
+            "dns_ms": _F,
+            "connect_ms": _F,
+            "processing_ms": _F,
+            "transfer_ms": _F,
+        },
     ),
     "rtsp": (
         frozenset({"device", "site", "reason"}),

@@ -23,6 +23,8 @@ Reason = Literal[
     "protocol",
     "bad_status",
     "bad_content",
+    "tls",
+    "redirects",
     "error",
 ]
 REASONS: frozenset[str] = frozenset(get_args(Reason))

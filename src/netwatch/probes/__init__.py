@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netwatch.configbase import Strict
-from netwatch.probes import ping, rtsp, snapshot, snmp, wifi
+from netwatch.probes import http, ping, rtsp, snapshot, snmp, wifi
 from netwatch.probes.base import Probe, ProbeFactory, ProbeResources
 
 
@@ -30,6 +30,9 @@ class ProbeKind:
 REGISTRY: dict[str, ProbeKind] = {
     "ping": ProbeKind(ping.PingConfig, ping.build),
     "snmp": ProbeKind(snmp.SnmpConfig, snmp.build, reports_ports=True),
+    "http": ProbeKind(http.HttpConfig, http.build),
+    # An http check whose result also decides its park's public WiFi (netwatch.parkwifi).
+    "portal": ProbeKind(http.HttpConfig, http.build_portal),
     "rtsp": ProbeKind(rtsp.RtspConfig, rtsp.build),
     "snapshot": ProbeKind(snapshot.SnapshotConfig, snapshot.build),
     "wifi": ProbeKind(wifi.WifiConfig, wifi.build, settings_from="snmp"),
