@@ -564,6 +564,11 @@ class AlertEngine:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def clearing(self, rule: str, entity: str) -> bool:
+        """Return whether a firing (rule, entity) has had a clear check since it last held: on its way out."""
+        st = self._states.get((rule, entity))
+        return st is not None and st.state == "firing" and st.clear_since_ns is not None
+
     def status(self) -> list[AlertStatus]:
         """Return every (rule, entity) that is pending, firing or flapping, by rule and entity."""
         out = []

@@ -83,6 +83,8 @@ class _Open:
     told: dict[str, float] = field(default_factory=dict)  # receiver -> when last told (ns)
     routes: tuple[Route, ...] = ()
     held: Held = ""
+    #: When a down parent stopped explaining it: its own incident starts then (group_wait counts from here).
+    released_ns: int | None = None
 
 
 class AlertService:
@@ -319,15 +321,22 @@ class AlertService:
                     log.info("alert_held", incident=t.incident_id, rule=t.rule, entity=t.entity, because=held, **extra)
                 else:
                     log.info("alert_released", incident=t.incident_id, rule=t.rule, entity=t.entity, was=item.held)
+                    if item.held == "unreachable":
+                        item.released_ns = now
                 item.held = held
             if held:
+                continue
+            if not item.told and self.engine.clearing(item.transition.rule, item.transition.entity):
+                # Already clearing before anyone heard of it: when a core switch comes back, its
+                # dependents recover a poll or two later; a first page now would be one per child.
                 continue
             incident: Incident | None = None
             for route in item.routes:
                 for receiver in route.receivers:
                     last = item.told.get(receiver)
                     if last is None:
-                        due = item.transition.started_ns + route.group_wait * 1e9
+                        start = max(item.transition.started_ns, item.released_ns or 0)
+                        due = start + route.group_wait * 1e9
                         event: Event = item.event
                     else:
                         due = last + route.repeat_interval * 1e9

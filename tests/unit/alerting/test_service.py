@@ -87,6 +87,30 @@ def test_core_switch_with_500_dependents_pages_once_with_the_impact(tmp_path: Pa
     assert {s.tags["entity"] for s in alert_rows if s.fields["state"] == "firing"} >= {"core", "d0"}
 
 
+def test_core_recovering_before_its_dependents_pages_none_of_them(tmp_path: Path) -> None:
+    """The core comes back a poll before its children see it (they poll 5 s later and need two
+    clear checks): a child whose own condition is already clearing is not a new root cause, so the
+    recovery is one resolve, not one page per child (the storm bench saw ~180 of 500)."""
+    svc, sent, _, inv, clock = service(tmp_path)
+    ids = [f"d{i}" for i in range(500)]
+    for t in range(4):
+        now = T0 + t * 10 * S
+        clock[0] = now
+        svc.observe([device_sample(inv, "core", False, now)])
+        svc.observe([device_sample(inv, d, False, now + 5 * S) for d in ids])
+        svc.tick(now + 6 * S)
+    assert [(n.event, n.incident.entity) for n in sent] == [("firing", "core")]
+    for t in range(4, 9):
+        now = T0 + t * 10 * S
+        clock[0] = now
+        svc.observe([device_sample(inv, "core", True, now)])
+        svc.tick(now + S)
+        clock[0] = now + 5 * S
+        svc.observe([device_sample(inv, d, True, now + 5 * S) for d in ids])
+        svc.tick(now + 6 * S)
+    assert [(n.event, n.incident.entity) for n in sent] == [("firing", "core"), ("resolved", "core")]
+
+
 def test_child_that_stays_down_after_its_parent_recovers_pages_then(tmp_path: Path) -> None:
     """If the parent recovers and the child does not, the child's own alert goes out then."""
     svc, sent, _, inv, clock = service(tmp_path, children=3)
