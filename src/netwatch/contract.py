@@ -87,6 +87,11 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
             "transfer_ms": _F,
         },
     ),
+    # A site's public WiFi as users see it: the portal works and at least one AP is up.
+    "wifi_service": (
+        frozenset({"site"}),
+        {"up": _I, "state": _S, "aps_up": _I, "aps_total": _I, "portal_up": _I},
+    ),
     "rtsp": (
         frozenset({"device", "site", "reason"}),
         {"up": _I, "status_code": _I, "latency_ms": _F, "video": _I},

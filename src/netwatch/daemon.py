@@ -36,6 +36,7 @@ from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
 from netwatch.notify import Notifier, feed_watchdog
+from netwatch.parkwifi import wifi_sites
 from netwatch.probes import REGISTRY, Probe, ProbeResources
 from netwatch.scheduler import Job, Scheduler
 from netwatch.sink.influx import Sink, open_sink, url_for_logs
@@ -81,6 +82,8 @@ class Pipeline:
         self.tracker = StateTracker(
             loaded.inventory, self.emit, override=alerts.device_override if alerts else lambda device: None
         )
+        if alerts is not None:
+            alerts.explain_site = self.tracker.wifi_override
 
     def emit(self, samples: list[Sample]) -> None:
         self.sink.submit(samples)
@@ -344,9 +347,7 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
     now = now_ns()
     alerts.engine.use_lookups(interval=inventory.poll_interval, device_kind=inventory.device_kind)
     alerts.engine.apply(effective_rules(cfg.alerts), now)
-    alerts.engine.prune(
-        lambda tags: tags.get("device", "") in inventory.devices or tags.get("link", "") in inventory.links, now
-    )
+    alerts.engine.prune(lambda tags: _still_there(tags, inventory), now)
     topology = Topology.from_inventory(inventory)
     alerts.apply(
         topology=topology, calendar=MaintenanceCalendar(cfg.maintenance, topology), router=Router(_routes(cfg))
@@ -355,6 +356,22 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
         await outbox.set_senders([build_sender(r) for r in cfg.receivers])
     elif cfg.receivers:
         log.warning("config_needs_restart", keys=["receivers"], why="receivers were added; the outbox opens at start")
+
+
+def _still_there(tags: Mapping[str, str], inventory: Inventory) -> bool:
+    """Tell whether the entity a sample's tags name is still in the inventory after a reload.
+
+    A device, a span or a site's public WiFi (``wifi_service``, tagged by site alone), by the most
+    specific tag; anything else (netwatch's own health) always is, so a reload does not resolve
+    its self-alerts.
+    """
+    if "device" in tags:
+        return tags["device"] in inventory.devices
+    if "link" in tags:
+        return tags["link"] in inventory.links
+    if "site" in tags:
+        return tags["site"] in wifi_sites(inventory)
+    return True
 
 
 async def _tick_alerts(alerts: AlertService) -> None:

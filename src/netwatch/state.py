@@ -2,7 +2,8 @@
 
 A device is ``up`` when all its checks pass, ``degraded`` when some do, ``down`` when none do.
 A span is up when both of its end ports are oper-up (as far as SNMP tells) and both end devices
-answer. ``unreachable`` and ``maintenance`` come with alerting, which knows the topology.
+answer. ``unreachable`` and ``maintenance`` come with alerting, which knows the topology. A site's
+public WiFi (``wifi_service``) follows its portal and APs (:mod:`netwatch.parkwifi`).
 
 State changes are logged once each way (Home Assistant's rule), never every poll.
 """
@@ -18,6 +19,7 @@ import structlog
 
 from netwatch.inventory import Device, Inventory, Link
 from netwatch.model import Observation, Outcome, Sample
+from netwatch.parkwifi import PORTAL_CHECK, Explained, WifiServices
 from netwatch.probes import REGISTRY
 
 log = structlog.get_logger(__name__)
@@ -48,6 +50,12 @@ class StateTracker:
         self._unknown_logged: set[str] = set()
         self._devices: dict[str, _Tracked] = {}
         self._links: dict[str, _Tracked] = {}
+        self._wifi = WifiServices(
+            inventory,
+            portal=lambda device: self._outcomes.get((device, PORTAL_CHECK)),
+            ap_state=self.device_state,
+            explain=override,
+        )
         self.apply(inventory)
 
     def apply(self, inventory: Inventory) -> None:
@@ -64,6 +72,7 @@ class StateTracker:
         self._port_reporters = {
             d.id: {c.name for c in d.checks if REGISTRY[c.name].reports_ports} for d in inventory.devices.values()
         }
+        self._wifi.apply(inventory)
 
     @property
     def device_total(self) -> int:
@@ -95,6 +104,17 @@ class StateTracker:
             if sample is not None:
                 samples.append(sample)
         self._emit(samples)
+        site = self._wifi.feeds(obs.device, obs.check)
+        if site is not None:
+            # Emitted after the device's own state, so that alerting has taken that in when the
+            # service's state asks whether its failing devices are unreachable.
+            wifi = self._wifi.sample(site, ts)
+            if wifi is not None:
+                self._emit([wifi])
+
+    def wifi_override(self, site: str) -> Explained | None:
+        """Return why a site's WiFi is down when another fault or a window explains it (else None)."""
+        return self._wifi.explained(site)
 
     def _device_sample(self, device: Device, ts: int) -> Sample:
         outcomes = [

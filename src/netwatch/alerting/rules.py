@@ -505,6 +505,18 @@ _BUILTIN_DATA: Final[dict[str, dict[str, Any]]] = {
         "severity": "info",
         "summary": "{device} rebooted",
     },
+    # A park's public WiFi as users see it (portal and APs, see netwatch.parkwifi). Held, like a
+    # device, while the park is only unreachable behind another fault or in maintenance.
+    "park_wifi_down": {
+        "name": "park_wifi_down",
+        "measurement": "wifi_service",
+        "field": "up",
+        "op": "==",
+        "threshold": 0,
+        "for": "1m",
+        "severity": "critical",
+        "summary": "public WiFi at {site} is down",
+    },
     # netwatch watching itself: its counters (measurement netwatch) are cumulative, hence delta.
     # keep_firing_for turns a burst of drops into one incident rather than one per health report.
     "points_dropped": {

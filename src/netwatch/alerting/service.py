@@ -7,6 +7,9 @@ The engine says what changed per (rule, entity); this decides who hears about it
   and the device does not, it becomes its own root cause and its notice goes out then.
 * Inside a maintenance window covering the entity, transitions are recorded (the ``alert``
   measurement) but not sent; what still fires when the window ends is sent then.
+* An incident about a site as a whole (``park_wifi_down`` on ``wifi_service``) is held for
+  maintenance when a window covers the site, and held as ``unreachable`` or ``maintenance`` when
+  ``explain_site`` says the site's service is down only because of another fault or a window.
 * An active silence (:mod:`silences`) whose matchers match the incident's labels holds it the
   same way: recorded (``held=silenced`` on the ``alert`` sample), not sent, and sent when the
   silence ends or is expired if it still fires. A resolve is held only for an incident nobody was
@@ -32,7 +35,7 @@ from netwatch.alerting.maintenance import MaintenanceCalendar
 from netwatch.alerting.model import Event, Impact, Incident, Notification
 from netwatch.alerting.routing import Route, Router
 from netwatch.alerting.silences import Silence, Silences, SilenceSpec, silencing
-from netwatch.alerting.topology import Cause, Classification, Topology
+from netwatch.alerting.topology import Cause, Classification, EntityKind, Topology
 from netwatch.model import Sample, now_ns
 
 log = structlog.get_logger(__name__)
@@ -125,6 +128,9 @@ class AlertService:
         self._classification: Classification = topology.classify(set(), set())
         self.sent = 0
         self.held = 0
+        #: Why a site's service is down when something else explains it (the state tracker's
+        #: ``wifi_override``, set by the daemon): an incident on the site is held for that reason.
+        self.explain_site: Callable[[str], Literal["unreachable", "maintenance"] | None] = lambda site: None
         told = notices.load_notices() if notices is not None else {}
         for status in engine.status():  # incidents still firing from before a restart
             if status.state == "firing" or status.flapping:
@@ -273,7 +279,11 @@ class AlertService:
         if self._calendar.covers(kind, ident, _when(now)) is not None:
             return "maintenance"
         device = t.labels.get("device")
-        if kind == "device" or device:
+        if kind == "site":
+            explained = self.explain_site(ident)
+            if explained is not None:
+                return explained
+        elif kind == "device" or device:
             if self._classification.state(device or ident) == "unreachable":
                 return "unreachable"
         elif kind == "link" and self._classification.links.get(ident) == "unreachable":
@@ -283,16 +293,18 @@ class AlertService:
         return ""
 
     @staticmethod
-    def _subject(t: Transition) -> tuple[Literal["device", "link"], str]:
+    def _subject(t: Transition) -> tuple[EntityKind, str]:
         if t.rule in SPAN_DOWN_RULES or ("link" in t.labels and "device" not in t.labels):
             return "link", t.labels.get("link", t.entity)
+        if "device" not in t.labels and "site" in t.labels:
+            return "site", t.labels["site"]  # a site's own measurement (wifi_service)
         return "device", t.labels.get("device", t.entity.split(":", 1)[0])
 
     def _incident(self, item: _Open, resolved_ns: int | None = None) -> Incident:
         t = item.transition
         kind, ident = self._subject(t)
         impact = Impact()
-        if t.rule in DEVICE_DOWN_RULES or t.rule in SPAN_DOWN_RULES:
+        if (t.rule in DEVICE_DOWN_RULES or t.rule in SPAN_DOWN_RULES) and kind != "site":
             impact = self._classification.impacts.get(Cause(kind, ident), Impact())
         summary = t.summary
         if impact.count:

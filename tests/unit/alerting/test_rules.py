@@ -39,6 +39,7 @@ def test_builtins_are_on_by_default() -> None:
         "interface_errors",
         "device_silent",
         "device_rebooted",
+        "park_wifi_down",
         "points_dropped",
         "notifications_dropped",
         "influxdb_write_failing",
