@@ -37,6 +37,8 @@ BAD = [
     ("bad-v3-incomplete.yaml", "8: devices[0].snmp: r1: SNMPv3 authPriv needs priv_key_file"),
     ("bad-port-twice.yaml", "9: links[1].a.port: port r1:eth0 already ends span 's1'"),
     ("bad-budget.yaml", "7: devices[0].snmp: r1: snmp may take 8s (timeout 2s x 4 tries), which does not fit"),
+    # icmplib waits out each reply in turn: a dead host takes 3 x 1 s + 2 x 0.2 s, not 1.4 s.
+    ("bad-ping-budget.yaml", "7: devices[0].ping: r1: ping may take 3.4s (3 requests, each waited for up to 1s"),
     ("bad-dotted-address.yaml", "4: devices[0].address: '10.20.51' is not a valid IPv4 address"),
     ("bad-zero-timeout.yaml", "2: defaults.timeout: Input should be greater than 0"),
     ("bad-url-credentials.yaml", "2: influxdb.url: no user:password in the URL; use username_file"),

@@ -27,11 +27,12 @@ class PingConfig(Strict):
     socket: Literal["auto", "raw", "datagram"] = "auto"
 
     def budget_s(self) -> float:
-        """Return how long one check may take: the requests' spacing, then the last reply's wait."""
-        return (self.count - 1) * self.spacing + self.wait
+        """Return how long one check of a dead host takes: icmplib waits out each reply in turn
+        (up to ``wait``) before the ``spacing`` pause and the next request."""
+        return self.count * self.wait + (self.count - 1) * self.spacing
 
     def budget_text(self) -> str:
-        return f"{self.count} requests {self.spacing:g}s apart, then {self.wait:g}s for the last reply"
+        return f"{self.count} requests, each waited for up to {self.wait:g}s, {self.spacing:g}s apart"
 
 
 @cache
