@@ -128,6 +128,8 @@ class WifiProbe(SnmpClient):
         self._ap = cfg.ap or target.device
         self._prefix: Oid | None = None if self._spec.controller else ()
         self._prefix_at = 0.0
+        #: The AP's rows vanished: read the controller's AP list again (at most once a minute).
+        self._stale = False
         self._ap_tags = {"device": target.device, "site": target.site}
         self._columns = _columns(self._spec)
 
@@ -186,8 +188,8 @@ class WifiProbe(SnmpClient):
     def _no_rows(self, tables: dict[Oid, dict[Oid, Any]], prefix: Oid) -> Outcome:
         rows = self._spec.radios.rows
         if self._spec.controller is not None:
-            # The AP is listed but has no radio rows: it is leaving or joining; look it up again.
-            self._prefix = None
+            # The AP is listed but has no radio rows: it left, or is joining; look it up again.
+            self._prefix, self._stale = None, True
             return Outcome(
                 up=False,
                 reason="bad_status",
@@ -322,7 +324,7 @@ class WifiProbe(SnmpClient):
             # Another AP's probe may have refreshed the list while this one waited for the lock.
             fresh = directory.fetched_at is not None and now - directory.fetched_at < self._cfg.rediscover
             retry = directory.fetched_at is None or now - directory.fetched_at >= LOOKUP_RETRY_S
-            if not fresh or (self._ap not in directory.names and retry):
+            if not fresh or ((self._stale or self._ap not in directory.names) and retry):
                 (column,) = await self._walk([controller.ap_name.oid])
                 directory.names = {}
                 for index, value in sorted(column.items()):
@@ -330,6 +332,7 @@ class WifiProbe(SnmpClient):
                     if text is not None:
                         directory.names.setdefault(text.strip("\x00 "), index)
                 directory.fetched_at = time.monotonic()
+                self._stale = False
         found = directory.names.get(self._ap)
         if found is not None:
             self._prefix, self._prefix_at = found, now

@@ -434,3 +434,23 @@ async def test_a_missing_joined_table_is_no_value_not_zero() -> None:
     outcome = await ScriptedWifi(mib, wifi_cfg("unifi"), ProbeResources()).check()
     assert "clients" not in by_radio(outcome)["wifi0"].fields
     assert "clients" not in ap_sample(outcome).fields
+
+
+async def test_an_ap_that_leaves_the_controller_is_looked_up_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its rows vanish: first 'no radios', then (after the retry delay) 'not on the controller'."""
+    from netwatch.probes import wifi
+
+    monkeypatch.setattr(wifi, "LOOKUP_RETRY_S", 0.0)
+    mib = wlc_mib(2)
+    probe = ScriptedWifi(mib, wifi_cfg("cisco-wlc", ap="AP-PARK-2"), ProbeResources())
+    assert (await probe.check()).up
+    for key in [k for k in mib if k[-2:] in ((0x44, 2), (2, 0), (2, 1)) and 2 in k[-3:]]:
+        del mib[key]
+    first = await probe.check()
+    assert (first.reason, first.detail) == (
+        "bad_status",
+        "AP 'AP-PARK-2' is on the controller 192.0.2.10 but has no radios in bsnAPIfType (1.3.6.1.4.1.14179.2.2.2.1.2)",
+    )
+    second = await probe.check()
+    assert second.reason == "bad_status"
+    assert "is not on the controller 192.0.2.10 (1 APs listed" in second.detail
