@@ -152,7 +152,7 @@ class WifiProbe(SnmpClient):
         ts = now_ns()
         rows = self._rows(tables)
         if not rows:
-            return self._no_rows(tables, prefix)
+            return self._no_rows(tables)
         radios = [self._radio(index, tables) for index in rows]
         samples = self._samples(radios, ts)
         lacking = self._lacking(tables)
@@ -185,7 +185,7 @@ class WifiProbe(SnmpClient):
         keep = {str(v) for v in radios.only}
         return sorted(i for i, v in rows.items() if _key(v) in keep)
 
-    def _no_rows(self, tables: dict[Oid, dict[Oid, Any]], prefix: Oid) -> Outcome:
+    def _no_rows(self, tables: dict[Oid, dict[Oid, Any]]) -> Outcome:
         rows = self._spec.radios.rows
         if self._spec.controller is not None:
             # The AP is listed but has no radio rows: it left, or is joining; look it up again.
@@ -193,7 +193,8 @@ class WifiProbe(SnmpClient):
             return Outcome(
                 up=False,
                 reason="bad_status",
-                detail=f"AP {self._ap!r} is on the controller {self._address} but has no radios in {rows.label()}",
+                detail=f"the controller {self._address} lists no radios of AP {self._ap!r} in {rows.label()}: "
+                "it left, or is joining",
             )
         if tables[rows.oid] and self._spec.radios.only is not None:
             # The table is there but lists no radio: the agent does not describe its radios the

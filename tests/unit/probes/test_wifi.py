@@ -449,7 +449,8 @@ async def test_an_ap_that_leaves_the_controller_is_looked_up_again(monkeypatch: 
     first = await probe.check()
     assert (first.reason, first.detail) == (
         "bad_status",
-        "AP 'AP-PARK-2' is on the controller 192.0.2.10 but has no radios in bsnAPIfType (1.3.6.1.4.1.14179.2.2.2.1.2)",
+        "the controller 192.0.2.10 lists no radios of AP 'AP-PARK-2' in bsnAPIfType (1.3.6.1.4.1.14179.2.2.2.1.2): "
+        "it left, or is joining",
     )
     second = await probe.check()
     assert second.reason == "bad_status"
