@@ -22,7 +22,7 @@ import contextlib
 import heapq
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -34,6 +34,10 @@ log = structlog.get_logger(__name__)
 
 #: The scheduler wakes at least this often, so its heartbeat proves the event loop is alive.
 HEARTBEAT_S = 1.0
+
+#: At most one immediate poll (:meth:`Scheduler.poll_now`) per check in this many seconds, so a
+#: trap storm from a flapping port cannot turn into a poll storm against the device.
+POLL_NOW_GAP_S = 1.0
 
 
 @dataclass(eq=False)
@@ -49,6 +53,8 @@ class Job:
     busy: bool = False
     #: Whether the last run crashed, so that a probe's bug is logged once, not every poll.
     crashed: bool = False
+    #: loop.time() of the last run started by :meth:`Scheduler.poll_now` (0.0: never).
+    polled_now_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -128,6 +134,26 @@ class Scheduler:
         self._jobs = merged
         self._dirty = True
         self._wake.set()
+
+    def poll_now(self, device: str, checks: Collection[str] | None = None) -> int:
+        """Run a device's checks now (all, or those named), off the grid; return how many started.
+
+        For push sources (an SNMP linkDown trap) that know something changed before the next
+        poll would. The job's grid is untouched: its scheduled runs stay where they were (one
+        that falls while this run is in flight is skipped and counted, as any overrun). A check
+        already in flight, or polled now less than :data:`POLL_NOW_GAP_S` ago, is not started again.
+        """
+        now = asyncio.get_running_loop().time()
+        started = 0
+        for job in self._jobs:
+            if job.device != device or (checks is not None and job.check not in checks):
+                continue
+            if job.busy or (job.polled_now_at and now - job.polled_now_at < POLL_NOW_GAP_S):
+                continue
+            job.polled_now_at = now
+            self._start(job, now)
+            started += 1
+        return started
 
     def resize(self, max_in_flight: int) -> None:
         """Change the bound on checks in flight; runs holding a slot of the old bound finish."""
