@@ -108,7 +108,7 @@ def test_park_wifi_follows_portal_and_aps(
         # The portal check itself: one redirect to the HTTPS login page, its certificate, its content.
         portal_rows = influxd.series(
             "SELECT last(up), last(redirects), last(cert_days_left), last(body_match) FROM http "
-            "WHERE device = 'portal-vp' AND \"check\" = 'portal' AND reason = 'ok'",
+            "WHERE device = 'portal-vp' AND check = 'portal' AND reason = 'ok'",
             db=db,
         )
         _, up, redirects, days, matched = portal_rows[0]["values"][0]

@@ -25,7 +25,6 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from types import SimpleNamespace
 from typing import Annotated, Final, Literal
 
 import aiohttp
@@ -33,11 +32,11 @@ import structlog
 from pydantic import BeforeValidator, Field, HttpUrl, field_validator
 from yarl import URL
 
-from netwatch import __version__
 from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import FieldValue, Outcome, Reason, Sample, Target, now_ns
 from netwatch.probes.base import Probe, ProbeResources
 from netwatch.probes.certs import CertInfo, fetch_unverified, matches_host, parse_der
+from netwatch.probes.httpclient import CertResponse, Timing, shared_session
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +46,6 @@ _SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "coo
 #: Query keys that look like credentials (a URL is logged, so it must not hold one).
 _SECRET_QUERY = re.compile(r"(^|[_-])(pass(word|wd)?|token|secret|api[_-]?key|apikey|access[_-]?key|auth)$", re.I)
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
-_SESSION_KEY: Final = "http"
 
 
 def _status(value: object) -> object:
@@ -166,121 +164,6 @@ class HttpConfig(Strict):
         return issues
 
 
-# -- the shared session ----------------------------------------------------------------------------
-
-
-class _Response(aiohttp.ClientResponse):
-    """A response that keeps its server's certificate: aiohttp releases (and, with force_close,
-    closes) the connection as soon as a body-less answer such as a redirect is read, before the
-    caller could ask the transport."""
-
-    peer_cert: bytes | None = None
-
-    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
-        transport = connection.transport
-        obj = transport.get_extra_info("ssl_object") if transport is not None else None
-        if obj is not None:
-            self.peer_cert = obj.getpeercert(binary_form=True)
-        return await super().start(connection)
-
-
-@dataclass
-class _Timing:
-    """Where a check is and how long each phase took, summed over the hops (blackbox's phases)."""
-
-    phase: str = "connecting"
-    where: str = ""
-    dns_s: float = 0.0
-    connect_s: float = 0.0  # TCP and TLS handshake: aiohttp does both in one step
-    processing_s: float = 0.0  # request sent -> response headers received
-    transfer_s: float = 0.0  # reading the final body
-    marks: dict[str, float] = field(default_factory=dict)
-
-    def close(self) -> None:
-        """Book the phase a failure cut short (a refused handshake, a server that never answered)."""
-        now = time.perf_counter()
-        if "connect" in self.marks:
-            self.connect_s += now - self.marks.pop("connect") - self.marks.get("hop_dns", 0.0)
-        if "sent" in self.marks:
-            self.processing_s += now - self.marks.pop("sent")
-
-
-def _timing(ctx: SimpleNamespace) -> _Timing | None:
-    timing = ctx.trace_request_ctx
-    return timing if isinstance(timing, _Timing) else None
-
-
-async def _on_connection_create_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None:
-        t.phase = "connecting"
-        t.marks.update(connect=time.perf_counter(), hop_dns=0.0)
-
-
-async def _on_dns_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None:
-        t.phase = "resolving the host name"
-        t.marks["dns"] = time.perf_counter()
-
-
-async def _on_dns_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None and "dns" in t.marks:
-        spent = time.perf_counter() - t.marks.pop("dns")
-        t.dns_s += spent
-        t.marks["hop_dns"] = t.marks.get("hop_dns", 0.0) + spent
-        t.phase = "connecting"
-
-
-async def _on_connection_create_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None and "connect" in t.marks:
-        # Name resolution happens inside connection creation; it is its own phase.
-        t.connect_s += time.perf_counter() - t.marks.pop("connect") - t.marks.get("hop_dns", 0.0)
-        t.phase = "sending the request"
-
-
-async def _on_headers_sent(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None:
-        t.phase = "waiting for the response"
-        t.marks["sent"] = time.perf_counter()
-
-
-async def _on_request_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-    if (t := _timing(ctx)) is not None and "sent" in t.marks:
-        t.processing_s += time.perf_counter() - t.marks.pop("sent")
-        t.phase = "reading the response"
-
-
-def new_session(*, resolver: aiohttp.abc.AbstractResolver | None = None) -> aiohttp.ClientSession:
-    """Return a session set up for checks (tests pass their own ``resolver`` to stay on loopback)."""
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_on_connection_create_start)
-    trace.on_connection_create_end.append(_on_connection_create_end)
-    trace.on_dns_resolvehost_start.append(_on_dns_start)
-    trace.on_dns_resolvehost_end.append(_on_dns_end)
-    trace.on_request_headers_sent.append(_on_headers_sent)
-    trace.on_request_end.append(_on_request_end)
-    # force_close: a new connection (and TLS handshake) per request, as a new visitor makes.
-    # limit=0: the scheduler already bounds checks in flight; a pool limit would only queue them.
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False, resolver=resolver)
-    return aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),  # each check keeps its own jar (see HttpProbe.check)
-        response_class=_Response,
-        trace_configs=[trace],
-        timeout=aiohttp.ClientTimeout(total=None),  # the check's own deadline bounds it
-        headers={"User-Agent": f"netwatch/{__version__}"},
-    )
-
-
-def shared_session(resources: ProbeResources) -> aiohttp.ClientSession:
-    """Return the session every HTTP check shares, created on first use and closed with ``resources``."""
-    session = resources.shared.get(_SESSION_KEY)
-    if not isinstance(session, aiohttp.ClientSession) or session.closed:
-        session = new_session()
-        resources.shared[_SESSION_KEY] = session
-        resources.closers.append(session.close)
-    return session
-
-
 @cache
 def _system_context() -> ssl.SSLContext:
     # Loading the system CA store takes milliseconds; every verifying check without ca_file shares one.
@@ -324,7 +207,7 @@ class _Failed(Exception):
 class _Run:
     """What one check learned so far: it is written even when the check fails half-way."""
 
-    timing: _Timing = field(default_factory=_Timing)
+    timing: Timing = field(default_factory=Timing)
     redirects: int = 0
     status: int | None = None
     cert_days_left: float | None = None
@@ -436,7 +319,7 @@ class HttpProbe:
                     ssl=self._ssl,
                     trace_request_ctx=run.timing,
                 ) as resp:
-                    if url.scheme == "https" and isinstance(resp, _Response) and resp.peer_cert:
+                    if url.scheme == "https" and isinstance(resp, CertResponse) and resp.peer_cert:
                         run.cert(parse_der(resp.peer_cert))
                     jar.update_cookies(resp.cookies, resp.url)
                     location = resp.headers.get("Location")
@@ -634,4 +517,4 @@ def build_portal(target: Target, cfg: HttpConfig, resources: ProbeResources) -> 
     return _build(target, cfg, resources, "portal")
 
 
-__all__ = ["HttpConfig", "HttpProbe", "build", "build_portal", "new_session", "shared_session", "shown"]
+__all__ = ["HttpConfig", "HttpProbe", "build", "build_portal", "shown"]

@@ -16,7 +16,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from netwatch.contract import CONTRACT
 from netwatch.model import REASONS, Outcome, Sample, Target
 from netwatch.probes.base import ProbeResources
-from netwatch.probes.http import HttpConfig, build, build_portal, new_session
+from netwatch.probes.http import HttpConfig, build, build_portal
+from netwatch.probes.httpclient import new_session
 from tests.servers.common import free_port
 from tests.servers.portal import WELCOME, PortalServer
 
