@@ -347,7 +347,8 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
     now = now_ns()
     alerts.engine.use_lookups(interval=inventory.poll_interval, device_kind=inventory.device_kind)
     alerts.engine.apply(effective_rules(cfg.alerts), now)
-    alerts.engine.prune(lambda tags: _still_there(tags, inventory), now)
+    wifi = frozenset(wifi_sites(inventory))
+    alerts.engine.prune(lambda tags: _still_there(tags, inventory, wifi), now)
     topology = Topology.from_inventory(inventory)
     alerts.apply(
         topology=topology, calendar=MaintenanceCalendar(cfg.maintenance, topology), router=Router(_routes(cfg))
@@ -358,7 +359,7 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
         log.warning("config_needs_restart", keys=["receivers"], why="receivers were added; the outbox opens at start")
 
 
-def _still_there(tags: Mapping[str, str], inventory: Inventory) -> bool:
+def _still_there(tags: Mapping[str, str], inventory: Inventory, wifi: frozenset[str]) -> bool:
     """Tell whether the entity a sample's tags name is still in the inventory after a reload.
 
     A device, a span or a site's public WiFi (``wifi_service``, tagged by site alone), by the most
@@ -370,7 +371,7 @@ def _still_there(tags: Mapping[str, str], inventory: Inventory) -> bool:
     if "link" in tags:
         return tags["link"] in inventory.links
     if "site" in tags:
-        return tags["site"] in wifi_sites(inventory)
+        return tags["site"] in wifi
     return True
 
 

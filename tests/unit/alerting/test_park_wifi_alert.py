@@ -129,3 +129,26 @@ async def test_wifi_samples_reach_the_sink(tmp_path: Path, up: bool) -> None:
         check(p, "portal-park", "portal", up)
         last = [s for s in sink.samples if s.measurement == "wifi_service"][-1]
         assert last.fields["up"] == int(up)
+
+
+async def test_reload_retires_the_wifi_alert_of_a_park_without_wifi(tmp_path: Path) -> None:
+    """A reload that keeps the park's portal keeps its firing park_wifi_down (and netwatch's own
+    self-alerts); one that removes the portal check forgets it, since nothing will report it again."""
+    async with pipeline(tmp_path) as (p, _):
+        alerts = p.alerts
+        assert alerts is not None
+
+        def firing() -> set[tuple[str, str]]:
+            return {(s.rule, s.entity) for s in alerts.engine.status() if s.state == "firing"}
+
+        everything_up(p)
+        check(p, "portal-park", "portal", False)
+        for total in (0, 5):  # points_dropped is a counter: growth fires
+            p.emit([Sample("netwatch", {"instance": "t", "component": "sink"}, {"points_dropped": total}, now_ns())])
+        assert firing() == {("park_wifi_down", "park"), ("points_dropped", "sink:t")}
+        path = tmp_path / "netwatch.yaml"
+        await daemon.reload_alerting(alerts, None, load_config(path))
+        assert firing() == {("park_wifi_down", "park"), ("points_dropped", "sink:t")}, "a reload keeps both"
+        path.write_text(path.read_text().replace("checks: [ping, portal]", "checks: [ping]"))
+        await daemon.reload_alerting(alerts, None, load_config(path))
+        assert firing() == {("points_dropped", "sink:t")}
