@@ -28,6 +28,8 @@ class MosquittoServer:
     workdir: Path
     users: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    #: Keep sessions and queued QoS 1 messages across a restart (saved on SIGTERM).
+    persistence: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,7 +40,8 @@ class MosquittoServer:
         lines = [
             "per_listener_settings false",
             f"listener {self.port} 127.0.0.1",
-            "persistence false",
+            "persistence true" if self.persistence else "persistence false",
+            f"persistence_location {self.workdir}/",
             "set_tcp_nodelay true",
             "log_dest stdout",
             "log_type error",

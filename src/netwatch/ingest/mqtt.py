@@ -1,0 +1,165 @@
+"""The MQTT ingest: one persistent-session subscriber for every access panel's heartbeats and events.
+
+QoS 1 with ``clean_session=False`` and a client id stable across restarts (``netwatch-<instance>``)
+means the broker queues events for netwatch while it is away and hands them over on reconnect.
+A lost broker is reconnected with capped exponential backoff and jitter (so a fleet of
+subscribers does not stampede a restarted broker); it is logged, reported as
+``netwatch{component=mqtt}.broker_connected = 0`` (built-in rule ``mqtt_broker_down``), and no
+panel is reported offline meanwhile: their state is unknown, not dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable
+
+import aiomqtt
+import structlog
+
+from netwatch.configbase import reveal
+from netwatch.ingest.mqttconfig import MqttConfig
+from netwatch.ingest.panels import PanelBook, PanelSpec
+from netwatch.model import Sample, now_ns
+
+log = structlog.get_logger(__name__)
+
+
+def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    if not cfg.tls:
+        return None
+    # Verified by default, against the given CA bundle or the system's.
+    return ssl.create_default_context(cafile=cfg.ca_file)
+
+
+class MqttIngest:
+    """Subscribe, route messages to the :class:`PanelBook`, report panels each cadence."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        panels: list[PanelSpec],
+        emit: Callable[[list[Sample]], None],
+        *,
+        instance: str,
+        stats_every: float = 30.0,
+    ) -> None:
+        self.book = PanelBook(cfg, emit)
+        self.book.set_panels(cfg, panels)
+        self._cfg = cfg
+        self._instance = instance
+        self._emit = emit
+        self._client: aiomqtt.Client | None = None
+        self._subscribed: set[str] = set()
+        self._stats_every = stats_every
+
+    @property
+    def client_id(self) -> str:
+        return self._cfg.client_id or f"netwatch-{self._instance}"[:64]
+
+    async def run(self) -> None:
+        """Run until cancelled: connect, subscribe, read; reconnect with backoff when the broker goes."""
+        reporter = asyncio.create_task(self._report_loop(), name="mqtt-report")
+        try:
+            await self._connect_loop()
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+
+    async def _connect_loop(self) -> None:
+        delay = self._cfg.reconnect_min
+        was_down = False
+        while True:
+            cfg = self._cfg
+            try:
+                async with aiomqtt.Client(
+                    cfg.host,
+                    cfg.broker_port(),
+                    identifier=self.client_id,
+                    clean_session=False,
+                    username=cfg.username,
+                    password=reveal(cfg.password_file),
+                    keepalive=int(cfg.keepalive),
+                    tls_context=_tls_context(cfg),
+                    timeout=10.0,
+                ) as client:
+                    self._client = client
+                    self._subscribed = set()
+                    await self._sync_subscriptions()
+                    self.book.connected()
+                    if was_down:
+                        self.book.stats.reconnects += 1
+                        log.info("mqtt_broker_reconnected", host=cfg.host, port=cfg.broker_port())
+                    else:
+                        log.info("mqtt_connected", host=cfg.host, port=cfg.broker_port(), client_id=self.client_id)
+                    was_down = False
+                    delay = cfg.reconnect_min
+                    async for message in client.messages:
+                        self.book.handle(str(message.topic), _payload_bytes(message.payload))
+            except aiomqtt.MqttError as exc:
+                if not was_down:
+                    # Logged once per outage, not once per retry.
+                    log.warning(
+                        "mqtt_broker_down",
+                        host=cfg.host,
+                        port=cfg.broker_port(),
+                        error=str(exc)[:200],
+                        effect="panel state unknown until the broker is back; panels are not reported offline",
+                    )
+                was_down = True
+            finally:
+                self._client = None
+                self.book.disconnected()
+            # Full jitter on a capped exponential backoff.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self._cfg.reconnect_max)
+
+    async def _sync_subscriptions(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        for topic in self.book.subscriptions():
+            if topic not in self._subscribed:
+                await client.subscribe(topic, qos=1)
+                self._subscribed.add(topic)
+
+    async def _report_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_stats = loop.time()
+        connected = self.book.stats.connected
+        while True:
+            await asyncio.sleep(min(self.book.next_due(), 1.0) + 0.001)
+            self.book.report()
+            # Own health every stats_every, and at once when the broker comes or goes.
+            if loop.time() >= next_stats or connected != self.book.stats.connected:
+                connected = self.book.stats.connected
+                next_stats = loop.time() + self._stats_every
+                self._emit([self.health_sample()])
+
+    def reconfigure(self, cfg: MqttConfig, panels: list[PanelSpec]) -> None:
+        """Apply a reloaded panel list now; broker settings changes take effect at the next reconnect."""
+        self._cfg = cfg
+        self.book.set_panels(cfg, panels)
+        if self._client is not None:
+            task = asyncio.create_task(self._sync_subscriptions(), name="mqtt-resubscribe")
+            task.add_done_callback(_log_failure)
+
+    def health_sample(self) -> Sample:
+        """Return the ingest's own health as a ``netwatch`` sample."""
+        return Sample(
+            "netwatch", {"instance": self._instance, "component": "mqtt"}, dict(self.book.stats.fields()), now_ns()
+        )
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("mqtt_resubscribe_failed", error=str(task.exception())[:200], effect="retried at reconnect")
