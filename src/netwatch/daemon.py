@@ -346,13 +346,14 @@ async def reload_alerting(alerts: AlertService, outbox: Outbox | None, loaded: L
     cfg, inventory = loaded.config, loaded.inventory
     now = now_ns()
     alerts.engine.use_lookups(interval=inventory.poll_interval, device_kind=inventory.device_kind)
-    alerts.engine.apply(effective_rules(cfg.alerts), now)
+    retired = alerts.engine.apply(effective_rules(cfg.alerts), now)
     wifi = frozenset(wifi_sites(inventory))
-    alerts.engine.prune(lambda tags: _still_there(tags, inventory, wifi), now)
+    retired += alerts.engine.prune(lambda tags: _still_there(tags, inventory, wifi), now)
     topology = Topology.from_inventory(inventory)
     alerts.apply(
         topology=topology, calendar=MaintenanceCalendar(cfg.maintenance, topology), router=Router(_routes(cfg))
     )
+    alerts.retire(retired, now)
     if outbox is not None:
         await outbox.set_senders([build_sender(r) for r in cfg.receivers])
     elif cfg.receivers:

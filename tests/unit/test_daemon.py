@@ -127,3 +127,32 @@ async def test_reload_teaches_alerting_the_new_devices_kinds_and_intervals(tmp_p
         alerts.tick(now + 22 * S)
         alerts.tick(now + 40 * S)  # past the default group_wait
         assert fired("device_silent") == ["firing"]
+
+
+async def test_reload_that_removes_a_firing_device_resolves_its_incident(tmp_path: Path) -> None:
+    """A decommissioned device's open incident is closed by the reload that removes it (written to
+    the alert measurement and sent to whoever was told), not left firing forever."""
+    import contextlib
+
+    from netwatch.config import load_config
+    from netwatch.model import Sample, now_ns
+
+    path = tmp_path / "netwatch.yaml"
+    write(path, "sw1", "sw2")
+    first = load_config(path)
+    write(path, "sw1")
+    second = load_config(path)
+    got: list[Sample] = []
+
+    class Sink:
+        def submit(self, samples: list[Sample]) -> None:
+            got.extend(samples)
+
+    async with contextlib.AsyncExitStack() as stack:
+        alerts, outbox = await daemon.open_alerting(first, Sink(), stack)  # type: ignore[arg-type]
+        now = now_ns()
+        alerts.observe([Sample("device", {"device": "sw2", "site": "hq", "kind": "server"}, {"up": 0}, now)])
+        await daemon.reload_alerting(alerts, outbox, second)
+        states = [s.fields["state"] for s in got if s.measurement == "alert" and s.tags["entity"] == "sw2"]
+        assert states == ["firing", "resolved"]
+        assert alerts.open_incidents() == []

@@ -175,6 +175,11 @@ class AlertService:
         """Evaluate samples against the rules and act on what changed."""
         self._handle(self.engine.observe_many(samples))
 
+    def retire(self, transitions: Sequence[Transition], now: int | None = None) -> None:
+        """Act on what a reload retired (the engine's ``apply``/``prune``): the resolve of an incident
+        whose device, span or rule is gone goes to whoever was told it fired."""
+        self._handle(transitions, now)
+
     def tick(self, now: int | None = None) -> None:
         """Advance timers (for, keep_firing_for, absence, group_wait, repeats, maintenance ends)."""
         now = self._clock() if now is None else now
