@@ -13,7 +13,8 @@ Which devices count, per site:
   a WiFi state once one of its devices has one. Without it nothing can tell whether visitors get
   past the login page, so nothing is claimed.
 * the APs: devices of kind ``wifi_ap`` at the site that have at least one check (a push-only AP
-  cannot be judged). An AP is up when its device state is ``up`` or ``degraded``. With no AP in
+  cannot be judged). An AP is up when its device state is ``up``, or ``degraded`` unless its
+  ``wifi`` check says no radio is up (it answers ping but serves no one). With no AP in
   the inventory the service follows the portal alone (``aps_total`` says 0).
 
 The state is ``up`` or ``down``; a down service whose every culprit (the failing portal checks'
@@ -39,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 PORTAL_CHECK: Final = "portal"
 AP_KIND: Final = "wifi_ap"
+#: An AP's radio check: failing with bad_status (no radio up, not on its controller) it serves no one.
+AP_CHECK: Final = "wifi"
 
 ServiceState = Literal["up", "down", "unreachable", "maintenance"]
 Explained = Literal["unreachable", "maintenance"]

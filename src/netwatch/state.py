@@ -19,7 +19,7 @@ import structlog
 
 from netwatch.inventory import Device, Inventory, Link
 from netwatch.model import Observation, Outcome, Sample
-from netwatch.parkwifi import PORTAL_CHECK, Explained, WifiServices
+from netwatch.parkwifi import AP_CHECK, PORTAL_CHECK, Explained, WifiServices
 from netwatch.probes import REGISTRY
 
 log = structlog.get_logger(__name__)
@@ -53,10 +53,19 @@ class StateTracker:
         self._wifi = WifiServices(
             inventory,
             portal=lambda device: self._outcomes.get((device, PORTAL_CHECK)),
-            ap_state=self.device_state,
+            ap_state=self._ap_state,
             explain=override,
         )
         self.apply(inventory)
+
+    def _ap_state(self, device: str) -> str | None:
+        """An AP's state as its park's users see it: one that answers ping while its ``wifi``
+        check finds no radio up (or the controller does not know it) serves no one."""
+        state = self.device_state(device)
+        radios = self._outcomes.get((device, AP_CHECK))
+        if state == "degraded" and radios is not None and not radios.up and radios.reason == "bad_status":
+            return "down"
+        return state
 
     def apply(self, inventory: Inventory) -> None:
         """Switch to a new inventory (config reload), keeping what is known of devices that stay."""

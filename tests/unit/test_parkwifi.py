@@ -175,3 +175,25 @@ def test_a_portal_without_aps_in_the_inventory_decides_alone(tmp_path: Path) -> 
     t = StateTracker(load_config(tmp_path / "c.yaml").inventory, out.extend)
     t.observe(obs("portal-park", "portal", True))
     assert wifi(out)[-1] == {"up": 1, "state": "up", "aps_up": 0, "aps_total": 0, "portal_up": 1}
+
+
+def test_an_ap_that_answers_ping_with_every_radio_down_serves_no_one(tmp_path: Path) -> None:
+    """Degraded because its wifi check finds no radio up: not counted as up. Degraded because the
+    wifi check timed out (SNMP trouble, radios unknown): still counted."""
+    (tmp_path / "c.yaml").write_text(
+        CONFIG.replace(
+            "  - {id: ap1, site: park, kind: wifi_ap, address: 127.0.0.3, parents: [sw1]}",
+            "  - {id: ap1, site: park, kind: wifi_ap, address: 127.0.0.3, parents: [sw1], checks: [ping, wifi],\n"
+            "     snmp: {community_file: community}, wifi: {profile: generic}}",
+        )
+    )
+    (tmp_path / "community").write_text("public")
+    out: list[Sample] = []
+    t = StateTracker(load_config(tmp_path / "c.yaml").inventory, out.extend, override=lambda device: None)
+    t.observe(obs("portal-park", "portal", True))
+    t.observe(obs("ap2", "ping", False))
+    t.observe(obs("ap1", "ping", True))
+    t.observe(obs("ap1", "wifi", False, "bad_status"))
+    assert wifi(out)[-1] == {"up": 0, "state": "down", "aps_up": 0, "aps_total": 2, "portal_up": 1}
+    t.observe(obs("ap1", "wifi", False, "timeout"))
+    assert wifi(out)[-1] == {"up": 1, "state": "up", "aps_up": 1, "aps_total": 2, "portal_up": 1}
