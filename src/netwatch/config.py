@@ -33,6 +33,7 @@ from netwatch.alerting.routing import RouteConfig
 from netwatch.alerting.rules import RuleConfig, check_unique
 from netwatch.api.health import ApiConfig
 from netwatch.configbase import SECRET_KEYS, Duration, Strict
+from netwatch.ingest.mqttconfig import MqttConfig, PanelConfig
 from netwatch.probes import REGISTRY
 from netwatch.sink.influx import InfluxConfig
 from netwatch.sink.spool import SpoolConfig
@@ -159,6 +160,7 @@ class _DeviceBase(_CommonSettings):
     address: Address
     parents: list[Id] = Field(default_factory=list, description="upstream devices (several = redundant)")
     ports: list[str] = Field(default_factory=list, description="ports to poll besides the span ends")
+    panel: PanelConfig | None = Field(default=None, description="access panel over MQTT (see mqtt:)")
 
 
 def _per_kind_fields(*, with_defaults: bool) -> dict[str, Any]:
@@ -198,6 +200,7 @@ class Config(Strict):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    mqtt: MqttConfig | None = Field(default=None, description="broker for access panels; absent: no MQTT")
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     alerts: Annotated[list[RuleConfig], AfterValidator(check_unique)] = Field(

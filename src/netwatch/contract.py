@@ -97,8 +97,16 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
         {"up": _I, "status_code": _I, "latency_ms": _F, "video": _I},
     ),
     "snapshot": (frozenset({"device", "site", "reason"}), {"up": _I, "latency_ms": _F, "bytes": _I}),
-    "panel": (frozenset({"device", "site"}), {"online": _I, "heartbeat_age_s": _F}),
-    "panel_event": (frozenset({"device", "site", "event", "door"}), {"count": _I, "detail": _S}),
+    # An access panel each heartbeat cadence (MQTT ingest): online, heartbeat age, malformed
+    # payloads so far (cumulative) and alarm events since the previous report (see panel_alarm).
+    "panel": (
+        frozenset({"device", "site"}),
+        {"online": _I, "heartbeat_age_s": _F, "malformed": _I, "alarms": _I},
+    ),
+    # One event a panel sent; alarm = 1 when the event is one of mqtt.alarm_events.
+    "panel_event": (frozenset({"device", "site", "event", "door"}), {"count": _I, "detail": _S, "alarm": _I}),
+    # TCP port check: connect latency; reason as in http (ok, refused, timeout, bad_content ...).
+    "tcp": (frozenset({"device", "site", "port", "reason"}), {"up": _I, "connect_ms": _F}),
     "alert": (
         frozenset({"rule", "entity", "site", "severity"}),
         {"state": _S, "value": _F, "incident": _S, "summary": _S, "held": _S},
@@ -131,6 +139,14 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
             "outbox_retried": _I,
             "outbox_dropped": _I,
             "outbox_rejected": _I,
+            # MQTT ingest (access panels); counters cumulative
+            "broker_connected": _I,
+            "mqtt_messages": _I,
+            "mqtt_heartbeats": _I,
+            "mqtt_events": _I,
+            "mqtt_malformed": _I,
+            "mqtt_unknown_topic": _I,
+            "mqtt_reconnects": _I,
         },
     ),
 }

@@ -201,6 +201,10 @@ async def run(
             max_in_flight=cfg.scheduler.max_in_flight,
         )
         health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
+        # Imported here so aiomqtt is only loaded when mqtt: is configured.
+        from netwatch.ingest.mqtt import open_ingest, reload_ingest
+
+        panels = open_ingest(running, pipeline.emit)
         notifier = Notifier()
         try:
             async with serve_api(cfg.api, health, alerts=alerts) as api, asyncio.TaskGroup() as tg:
@@ -212,6 +216,8 @@ async def run(
                         _report_health(lambda: running.config, scheduler, sink, pipeline.emit, outbox), name="health"
                     ),
                 ]
+                if panels is not None:
+                    tasks.append(tg.create_task(panels.run(), name="mqtt"))
                 # READY=1 once the spool is recovered (above) and the scheduler has ticked.
                 await scheduler.ticked.wait()
                 notifier.ready(_status_line(health))
@@ -236,6 +242,7 @@ async def run(
                     pipeline.tracker.apply(new.inventory)
                     await reload_alerting(alerts, outbox, new)
                     scheduler.resize(new.config.scheduler.max_in_flight)
+                    reload_ingest(panels, new)
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
                     notifier.ready(_status_line(health))
                 notifier.stopping("stopping: flushing to InfluxDB")

@@ -97,3 +97,19 @@ def test_malformed_payloads_are_counted_per_panel() -> None:
     book.connected()
     book.report(force=True)
     assert {s.tags["device"]: s.fields["malformed"] for s in out} == {"door-1": 6, "door-2": 0}
+
+
+def test_alarm_event_sets_alarms_on_the_panel_until_its_next_report() -> None:
+    book, out, clock = _book()
+    book.connected()
+    book.handle("panels/door-1/event", b'{"event": "door_held_open", "door": "n"}')
+    book.handle("panels/door-1/event", b'{"event": "door_forced", "door": "n"}')
+    assert [(s.measurement, s.fields.get("alarm"), s.fields.get("alarms")) for s in out] == [
+        ("panel_event", 0, None),
+        ("panel_event", 1, None),
+        ("panel", None, 1),
+    ]
+    out.clear()
+    clock.now += 10
+    book.report()
+    assert [s.fields["alarms"] for s in out if s.tags["device"] == "door-1"] == [0]

@@ -555,6 +555,41 @@ _BUILTIN_DATA: Final[dict[str, dict[str, Any]]] = {
         "summary": "netwatch cannot write to InfluxDB ({value} failed writes since its last report); "
         "measurements are kept in the spool",
     },
+    # Access panels (MQTT ingest). The ingest reports a panel offline only after mqtt.missed
+    # cadences without a heartbeat, and reports nothing while the broker is away, so a broker
+    # outage is one mqtt_broker_down, not a page per panel.
+    "panel_silent": {
+        "name": "panel_silent",
+        "measurement": "panel",
+        "field": "online",
+        "op": "==",
+        "threshold": 0,
+        "severity": "warning",
+        "summary": "access panel {device} sends no heartbeats ({site})",
+    },
+    # An alarm event (door forced, tamper by default: mqtt.alarm_events) is an instant; the panel
+    # sample carries it as alarms > 0 until the next cadence, and keep_firing_for holds the
+    # incident open so a door forced twice in ten minutes is one page, not two.
+    "panel_alarm": {
+        "name": "panel_alarm",
+        "measurement": "panel",
+        "field": "alarms",
+        "op": ">",
+        "threshold": 0,
+        "keep_firing_for": "10m",
+        "severity": "critical",
+        "summary": "access panel {device}: {value} alarm event(s), door forced or tamper ({site})",
+    },
+    "mqtt_broker_down": {
+        "name": "mqtt_broker_down",
+        "measurement": "netwatch",
+        "field": "broker_connected",
+        "op": "==",
+        "threshold": 0,
+        "for": "1m",
+        "severity": "critical",
+        "summary": "netwatch cannot reach the MQTT broker: access panel state is unknown",
+    },
 }
 
 #: The built-in rules, validated (on unless the config turns them off).

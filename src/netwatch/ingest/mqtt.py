@@ -14,14 +14,18 @@ import asyncio
 import random
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
 
 from netwatch.configbase import reveal
 from netwatch.ingest.mqttconfig import MqttConfig
-from netwatch.ingest.panels import PanelBook, PanelSpec
+from netwatch.ingest.panels import PanelBook, PanelSpec, panel_specs
 from netwatch.model import Sample, now_ns
+
+if TYPE_CHECKING:
+    from netwatch.config import Loaded
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +142,9 @@ class MqttIngest:
                 self._emit([self.health_sample()])
 
     def reconfigure(self, cfg: MqttConfig, panels: list[PanelSpec]) -> None:
-        """Apply a reloaded panel list now; broker settings changes take effect at the next reconnect."""
+        """Apply a reloaded panel list now; changed broker settings take effect at the next reconnect."""
+        if _broker(cfg) != _broker(self._cfg):
+            log.warning("config_needs_restart", keys=["mqtt"], why="broker settings apply at the next reconnect")
         self._cfg = cfg
         self.book.set_panels(cfg, panels)
         if self._client is not None:
@@ -152,6 +158,10 @@ class MqttIngest:
         )
 
 
+def _broker(cfg: MqttConfig) -> tuple[object, ...]:
+    return (cfg.host, cfg.broker_port(), cfg.tls, cfg.ca_file, cfg.username, cfg.password_file, cfg.client_id)
+
+
 def _payload_bytes(payload: object) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
@@ -163,3 +173,37 @@ def _payload_bytes(payload: object) -> bytes:
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("mqtt_resubscribe_failed", error=str(task.exception())[:200], effect="retried at reconnect")
+
+
+def specs_of(loaded: Loaded) -> list[PanelSpec]:
+    """Return the panels a loaded config watches over MQTT (none without ``mqtt:``)."""
+    cfg = loaded.config
+    if cfg.mqtt is None:
+        return []
+    devices: list[Any] = list(cfg.devices)
+    return panel_specs(((d.id, d.site, d.kind, d.panel) for d in devices), cfg.mqtt)
+
+
+def open_ingest(loaded: Loaded, emit: Callable[[list[Sample]], None]) -> MqttIngest | None:
+    """Build the ingest for a config with ``mqtt:``; the daemon runs it as a task."""
+    cfg = loaded.config
+    if cfg.mqtt is None:
+        return None
+    ingest = MqttIngest(
+        cfg.mqtt, specs_of(loaded), emit, instance=cfg.instance, stats_every=cfg.scheduler.stats_interval
+    )
+    log.info("mqtt_ingest_configured", panels=len(ingest.book.panels()), client_id=ingest.client_id)
+    return ingest
+
+
+def reload_ingest(ingest: MqttIngest | None, loaded: Loaded) -> None:
+    """Apply a reloaded config: new or removed panels now; a new ``mqtt:`` section needs a restart."""
+    cfg = loaded.config
+    if ingest is None:
+        if cfg.mqtt is not None:
+            log.warning("config_needs_restart", keys=["mqtt"], why="the MQTT ingest starts with the daemon")
+        return
+    if cfg.mqtt is None:
+        log.warning("config_needs_restart", keys=["mqtt"], why="the MQTT ingest stops with the daemon")
+        return
+    ingest.reconfigure(cfg.mqtt, specs_of(loaded))

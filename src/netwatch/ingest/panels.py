@@ -7,6 +7,11 @@ No I/O here, so it is tested without a broker and benchmarked alone. Default pay
   ``event`` is one of door_forced, door_held_open, tamper, power_failure, on_battery (or a vendor
   name mapped to one in ``payload.events``); the paths are configurable (``event.type``).
 
+Events listed in ``alarm_events`` (door_forced and tamper by default) also put ``alarms`` > 0 on
+the panel's ``panel`` sample at once, and the next report (one cadence later) puts it back to 0:
+an event is an instant, an alarm is state that the built-in rule ``panel_alarm`` fires and
+resolves on.
+
 A payload that is not JSON, misses the event, names an unknown event or is too large is counted
 per panel and logged once per panel: a chatty broken panel must neither flood the journal nor
 stop the others.
@@ -85,6 +90,7 @@ class _PanelState:
     malformed: int = 0
     malformed_logged: bool = False
     next_report: float = 0.0
+    alarms: int = 0  # alarm events since the last panel report
 
 
 @dataclass
@@ -235,7 +241,14 @@ class PanelBook:
         if isinstance(detail, str):
             fields["detail"] = detail[:500]
         self.stats.events += 1
-        self.emit([Sample("panel_event", tags, fields, now_ns())])
+        ts = now_ns()
+        samples = [Sample("panel_event", tags, fields, ts)]
+        if fields["alarm"] and self._connected_at is not None:
+            # An event is an instant; the alarm is state the rules can fire on and resolve: the
+            # panel is reported at once with alarms > 0, and the next cadence's report clears it.
+            state.alarms += 1
+            samples.append(self._sample(state, self.clock(), ts))
+        self.emit(samples)
 
     def _malformed(self, state: _PanelState, why: str) -> None:
         state.malformed += 1
@@ -271,7 +284,8 @@ class PanelBook:
         since = max(state.last_heartbeat or self._connected_at, self._connected_at)
         grace = self.cfg.grace * spec.every if since == self._connected_at else 0.0
         online = now - since <= spec.every * spec.missed + grace
-        fields: dict[str, int | float] = {"online": int(online), "malformed": state.malformed}
+        fields: dict[str, int | float] = {"online": int(online), "malformed": state.malformed, "alarms": state.alarms}
+        state.alarms = 0
         if state.last_heartbeat is not None:
             fields["heartbeat_age_s"] = round(now - state.last_heartbeat, 3)
         return Sample("panel", {"device": spec.device, "site": spec.site}, fields, ts)

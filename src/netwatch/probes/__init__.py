@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netwatch.configbase import Strict
-from netwatch.probes import http, ping, rtsp, snapshot, snmp, wifi
+from netwatch.probes import http, ping, rtsp, snapshot, snmp, tcp, wifi
 from netwatch.probes.base import Probe, ProbeFactory, ProbeResources
 
 
@@ -36,6 +36,7 @@ REGISTRY: dict[str, ProbeKind] = {
     "rtsp": ProbeKind(rtsp.RtspConfig, rtsp.build),
     "snapshot": ProbeKind(snapshot.SnapshotConfig, snapshot.build),
     "wifi": ProbeKind(wifi.WifiConfig, wifi.build, settings_from="snmp"),
+    "tcp": ProbeKind(tcp.TcpConfig, tcp.build),
 }
 
 __all__ = ["REGISTRY", "Probe", "ProbeKind", "ProbeResources"]

@@ -43,6 +43,9 @@ def test_builtins_are_on_by_default() -> None:
         "points_dropped",
         "notifications_dropped",
         "influxdb_write_failing",
+        "panel_silent",
+        "panel_alarm",
+        "mqtt_broker_down",
     ]
     assert (rules["device_down"].measurement, rules["device_down"].field, rules["device_down"].op) == (
         "device",
