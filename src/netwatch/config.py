@@ -34,6 +34,7 @@ from netwatch.alerting.rules import RuleConfig, check_unique
 from netwatch.api.health import ApiConfig
 from netwatch.configbase import SECRET_KEYS, Duration, Strict
 from netwatch.ingest.mqttconfig import MqttConfig, PanelConfig
+from netwatch.ingest.traps import TrapsConfig
 from netwatch.probes import REGISTRY
 from netwatch.sink.influx import InfluxConfig
 from netwatch.sink.spool import SpoolConfig
@@ -201,6 +202,7 @@ class Config(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     mqtt: MqttConfig | None = Field(default=None, description="broker for access panels; absent: no MQTT")
+    traps: TrapsConfig | None = Field(default=None, description="SNMP trap receiver; absent: none")
     log: LogConfig = Field(default_factory=LogConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     alerts: Annotated[list[RuleConfig], AfterValidator(check_unique)] = Field(

@@ -107,6 +107,11 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
     "panel_event": (frozenset({"device", "site", "event", "door"}), {"count": _I, "detail": _S, "alarm": _I}),
     # TCP port check: connect latency; reason as in http (ok, refused, timeout, bad_content ...).
     "tcp": (frozenset({"device", "site", "port", "reason"}), {"up": _I, "connect_ms": _F}),
+    # One SNMP trap a known device sent (linkDown, linkUp, coldStart, warmStart or a configured
+    # enterprise trap's name), shaped like panel_event: an event, not a state. The state follows
+    # from the poll the trap triggers; this says when and why it was triggered. ``port`` only on
+    # link traps (the port's name from the trap, else "ifIndex N"); varbind text goes in detail.
+    "trap": (frozenset({"device", "site", "trap", "port"}), {"count": _I, "detail": _S}),
     "alert": (
         frozenset({"rule", "entity", "site", "severity"}),
         {"state": _S, "value": _F, "incident": _S, "summary": _S, "held": _S},
@@ -147,6 +152,15 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
             "mqtt_malformed": _I,
             "mqtt_unknown_topic": _I,
             "mqtt_reconnects": _I,
+            # trap receiver: datagrams in, traps accepted, and why the rest were ignored
+            "traps_received": _I,
+            "traps_accepted": _I,
+            "traps_unknown_sender": _I,
+            "traps_bad_community": _I,
+            "traps_bad_credentials": _I,
+            "traps_malformed": _I,
+            "traps_ignored": _I,
+            "traps_polls": _I,
         },
     ),
 }

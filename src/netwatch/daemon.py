@@ -33,6 +33,7 @@ from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
 from netwatch.config import Config, ConfigError, Loaded, load_config
+from netwatch.ingest.traps import TrapListenError, TrapReceiver
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
 from netwatch.notify import Notifier, feed_watchdog
@@ -206,7 +207,13 @@ async def run(
 
         panels = open_ingest(running, pipeline.emit)
         notifier = Notifier()
+        traps: TrapReceiver | None = None
         try:
+            if cfg.traps is not None:
+                traps = TrapReceiver(
+                    cfg.traps, running.inventory, emit=pipeline.emit, poll_now=scheduler.poll_now, instance=cfg.instance
+                )
+                traps.open()
             async with serve_api(cfg.api, health, alerts=alerts) as api, asyncio.TaskGroup() as tg:
                 if api.url:
                     log.info("api_listening", url=api.url)
@@ -226,6 +233,8 @@ async def run(
                     tg.create_task(feed_watchdog(notifier, lambda: scheduler.heartbeat), name="watchdog"),
                     tg.create_task(_report_status(notifier, health, lambda: running.config), name="status"),
                 ]
+                if traps is not None:
+                    tasks.append(tg.create_task(traps.report(lambda: running.config.scheduler.stats_interval)))
                 while True:
                     await _first_set(stop, reload)
                     if stop.is_set():
@@ -244,13 +253,17 @@ async def run(
                     scheduler.resize(new.config.scheduler.max_in_flight)
                     reload_ingest(panels, new)
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
+                    if traps is not None:
+                        traps.apply(new.inventory)
                     notifier.ready(_status_line(health))
                 notifier.stopping("stopping: flushing to InfluxDB")
                 for task in tasks:
                     task.cancel()
-        except ApiListenError as exc:
+        except (ApiListenError, TrapListenError) as exc:
             raise StartupError(str(exc)) from exc
         finally:
+            if traps is not None:
+                traps.close()
             with contextlib.suppress(Exception):
                 await resources.aclose()
             log.info("netwatch_stopping", instance=running.config.instance)
@@ -444,7 +457,7 @@ def open_spool(cfg: Config) -> SqliteSpool:
 
 def _warn_restart_needed(old: Config, new: Config) -> None:
     """Say which changed settings only take effect after a restart (the sink outlives reloads)."""
-    keys = ("influxdb", "state_dir", "spool", "instance", "api")
+    keys = ("influxdb", "state_dir", "spool", "instance", "api", "traps")
     changed = [key for key in keys if getattr(old, key) != getattr(new, key)]
     if changed:
         log.warning("config_needs_restart", keys=changed, why="the sink and its state are kept across reloads")
