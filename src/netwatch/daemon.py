@@ -33,7 +33,7 @@ from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
 from netwatch.config import Config, ConfigError, Loaded, load_config
-from netwatch.ingest.traps import TrapListenError, TrapReceiver
+from netwatch.ingest.traps import TrapListenError, TrapReceiver, port_lookup
 from netwatch.inventory import Inventory
 from netwatch.model import Observation, Sample, now_ns
 from netwatch.notify import Notifier, feed_watchdog
@@ -211,7 +211,12 @@ async def run(
         try:
             if cfg.traps is not None:
                 traps = TrapReceiver(
-                    cfg.traps, running.inventory, emit=pipeline.emit, poll_now=scheduler.poll_now, instance=cfg.instance
+                    cfg.traps,
+                    running.inventory,
+                    emit=pipeline.emit,
+                    poll_now=scheduler.poll_now,
+                    instance=cfg.instance,
+                    port_name=port_lookup(probes),
                 )
                 traps.open()
             async with serve_api(cfg.api, health, alerts=alerts) as api, asyncio.TaskGroup() as tg:

@@ -142,6 +142,8 @@ _DROP_COUNTERS: Final[tuple[tuple[str, str, Verdict], ...]] = (
     ("__SNMP-USER-BASED-SM-MIB", "usmStatsNotInTimeWindows", "bad_credentials"),
     ("__SNMP-USER-BASED-SM-MIB", "usmStatsUnsupportedSecLevels", "bad_credentials"),
 )
+_USM: Final = 3
+_LEVELS: Final = {"noAuthNoPriv": 1, "authNoPriv": 2, "authPriv": 3}
 #: Senders remembered for log-once; past this many the set starts again (a scan must not grow memory).
 _MAX_LOGGED_SENDERS: Final = 4096
 
@@ -163,13 +165,16 @@ class TrapReceiver:
         emit: Callable[[list[Sample]], None],
         poll_now: Callable[[str, frozenset[str] | None], int],
         instance: str,
+        port_name: Callable[[str, int], str | None] = lambda _device, _if_index: None,
     ) -> None:
         self._cfg = cfg
         self._emit = emit
         self._poll_now = poll_now
+        self._port_name = port_name
         self._instance = instance
         self._by_address: dict[str, _DeviceRef] = {}
         self._enterprise = {_oid(t.oid): t for t in cfg.enterprise}
+        self._levels = {u.user: _LEVELS[u.security_level] for u in cfg.users}
         self._logged: set[tuple[str, str]] = set()
         self._engine: Any = None
         self._receiver: Any = None
@@ -290,15 +295,32 @@ class TrapReceiver:
         log.warning("trap_rejected", sender=sender, why=why, detail=detail or None, note="logged once per sender")
 
     def _notification(
-        self, _engine: Any, _state: Any, _ctx_engine: Any, _ctx_name: Any, varbinds: Iterable[Any], _cb: Any
+        self, engine: Any, _state: Any, _ctx_engine: Any, _ctx_name: Any, varbinds: Iterable[Any], _cb: Any
     ) -> None:
         self._accepted = True
         try:
+            context = engine.observer.get_execution_context("rfc3412.receiveMessage:request")
+            if not self._level_ok(context):
+                self._reject(self._sender, "bad_credentials", "below the user's configured security level")
+                return
             values = {tuple(oid): value for oid, value in varbinds}
             self._handle(self._sender, values)
         except Exception:
             log.exception("trap_handling_failed", sender=self._sender)
             self.counts["traps_malformed"] += 1
+
+    def _level_ok(self, context: Mapping[str, Any]) -> bool:
+        """Tell whether a v3 trap used at least its user's configured security level.
+
+        USM accepts a message at a lower level than the user supports (authNoPriv for an
+        authPriv user), which would let a trap through without the privacy the operator asked for.
+        """
+        if context.get("securityModel") != _USM:
+            return True
+        name = context.get("securityName")
+        user = bytes(name).decode(errors="replace") if name is not None else ""
+        needed = self._levels.get(user, _LEVELS["authPriv"])
+        return int(context.get("securityLevel", 0)) >= needed
 
     def _handle(self, sender: str, values: Mapping[tuple[int, ...], Any]) -> None:
         ref = self._device_for(sender, values)
@@ -314,7 +336,10 @@ class TrapReceiver:
             return
         self.counts["traps_accepted"] += 1
         tags = {"device": ref.device, "site": ref.site, "trap": name or (enterprise.name if enterprise else "")}
-        port, detail = _port_and_detail(values)
+        if_index, port, detail = _port_and_detail(values)
+        if if_index is not None:
+            # the port's configured name, as the interface measurement tags it, when the poller knows it
+            port = self._port_name(ref.device, if_index) or port
         if port and name in ("linkDown", "linkUp"):
             tags["port"] = port
         if enterprise is not None and enterprise.meaning:
@@ -353,6 +378,18 @@ class TrapReceiver:
         return Sample("netwatch", {"instance": self._instance, "component": "traps"}, dict(self.counts), now_ns())
 
 
+def port_lookup(probes: Mapping[tuple[str, str], tuple[object, object]]) -> Callable[[str, int], str | None]:
+    """Return a lookup of a port's name by ifIndex in the daemon's probe cache (its snmp probes)."""
+
+    def lookup(device: str, if_index: int) -> str | None:
+        entry = probes.get((device, "snmp"))
+        named = getattr(entry[1], "port_named", None) if entry else None
+        found = named(if_index) if callable(named) else None
+        return found if isinstance(found, str) else None
+
+    return lookup
+
+
 def _normal(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
@@ -366,8 +403,8 @@ def _normal(address: str) -> str:
 _OPER = {1: "up", 2: "down", 3: "testing", 5: "dormant", 6: "notPresent", 7: "lowerLayerDown"}
 
 
-def _port_and_detail(values: Mapping[tuple[int, ...], Any]) -> tuple[str | None, str]:
-    """Return the port a link trap names (ifName, ifDescr, else ``ifIndex N``) and a short detail."""
+def _port_and_detail(values: Mapping[tuple[int, ...], Any]) -> tuple[int | None, str | None, str]:
+    """Return the ifIndex and port a link trap names (ifName, ifDescr, else ``ifIndex N``) and a short detail."""
     if_index: int | None = None
     name: str | None = None
     descr: str | None = None
@@ -388,4 +425,4 @@ def _port_and_detail(values: Mapping[tuple[int, ...], Any]) -> tuple[str | None,
         parts.append(f"ifIndex {if_index}")
     if oper is not None:
         parts.append(f"ifOperStatus {_OPER.get(oper, oper)}")
-    return port, ", ".join(parts)
+    return if_index, port, ", ".join(parts)

@@ -267,6 +267,10 @@ class SnmpProbe(SnmpClient):
         self._prev_at: float | None = None
         self._history: dict[str, _PortHistory] = {}
 
+    def port_named(self, if_index: int) -> str | None:
+        """Return the configured port that had this ifIndex at the last discovery (traps name ports by index)."""
+        return next((name for name, port in self._ports.items() if port.if_index == if_index), None)
+
     # -- the contract ----------------------------------------------------------------------
 
     async def check(self) -> Outcome:
