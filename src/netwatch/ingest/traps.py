@@ -174,7 +174,10 @@ class TrapReceiver:
         self._instance = instance
         self._by_address: dict[str, _DeviceRef] = {}
         self._enterprise = {_oid(t.oid): t for t in cfg.enterprise}
-        self._levels = {u.user: _LEVELS[u.security_level] for u in cfg.users}
+        # by user name (what the message names); one name on several engines takes its lowest level
+        self._levels: dict[str, int] = {}
+        for user in cfg.users:
+            self._levels[user.user] = min(_LEVELS[user.security_level], self._levels.get(user.user, 3))
         self._logged: set[tuple[str, str]] = set()
         self._engine: Any = None
         self._receiver: Any = None
