@@ -152,3 +152,32 @@ async def test_broker_restart_loses_no_queued_event_and_declares_no_panel_dead(t
         assert any(s.fields["broker_connected"] == 0 for s in health)
     finally:
         server.stop()
+
+
+async def test_login_from_a_password_file_and_a_refused_login_is_a_reported_outage(
+    mosquitto_auth: MosquittoServer, tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret\n")
+    bad.write_text("wrong\n")
+    base = {"host": "127.0.0.1", "port": mosquitto_auth.port, "username": "netwatch", "reconnect_min": 0.05}
+    samples: list[Sample] = []
+    with structlog.testing.capture_logs() as logs:
+        refused = MqttIngest(
+            MqttConfig.model_validate({**base, "password_file": str(bad)}), PANELS, samples.extend, instance="t5"
+        )
+        task = asyncio.create_task(refused.run())
+        await asyncio.sleep(1.0)  # several retries
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not refused.book.stats.connected
+    downs = [e for e in logs if e["event"] == "mqtt_broker_down"]
+    assert len(downs) == 1  # once per outage, not per retry
+    assert "wrong" not in str(logs)
+    assert not [s for s in samples if s.measurement == "panel"]
+
+    ingest = MqttIngest(
+        MqttConfig.model_validate({**base, "password_file": str(good)}), PANELS, samples.extend, instance="t6"
+    )
+    async with running(ingest):
+        assert ingest.book.stats.connected
