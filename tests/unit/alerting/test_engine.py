@@ -231,9 +231,7 @@ def test_hysteresis_value_between_threshold_and_clear_does_not_resolve() -> None
     assert run.notices() == ["firing", "resolved"]
     assert run.log[-1].value == -21.5
     # The resolve says what the incident was, not "-21.5 dBm is below -24 dBm".
-    assert run.log[-1].summary == run.log[0].summary == (
-        "sw1 port p1: optical receive power -25 dBm is below -24 dBm"
-    )
+    assert run.log[-1].summary == run.log[0].summary == ("sw1 port p1: optical receive power -25 dBm is below -24 dBm")
 
 
 def test_one_clear_check_does_not_resolve_two_do() -> None:
