@@ -183,7 +183,8 @@ class AlertEngine:
         """
         old = self._rules
         self._set_rules(rules)
-        self._baselines = {k: v for k, v in self._baselines.items() if getattr(self._rules.get(k[0]), "delta", False)}
+        delta_rules = {r.name for r in rules if r.delta}
+        self._baselines = {k: v for k, v in self._baselines.items() if k[0] in delta_rules}
 
         def stays(st: EntityState) -> bool:
             new = self._rules.get(st.rule)

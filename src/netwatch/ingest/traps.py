@@ -32,7 +32,7 @@ from pysnmp.proto.api import v2c
 
 from netwatch.configbase import SecretFile, Strict, reveal
 from netwatch.model import Sample, now_ns
-from netwatch.probes.snmpclient import _AUTH_PROTOCOLS, _PRIV_PROTOCOLS, AuthProtocol, PrivProtocol, as_int, as_text
+from netwatch.probes.snmpclient import AUTH_PROTOCOLS, PRIV_PROTOCOLS, AuthProtocol, PrivProtocol, as_int, as_text
 
 if TYPE_CHECKING:  # the config imports this module, and the inventory imports the config
     from netwatch.inventory import Inventory
@@ -231,11 +231,11 @@ class TrapReceiver:
             snmp_config.add_v1_system(engine, f"community-{i}", reveal(secret) or "")
         for user in self._cfg.users:
             keys: dict[str, Any] = {
-                "authProtocol": _AUTH_PROTOCOLS[user.auth_protocol],
+                "authProtocol": AUTH_PROTOCOLS[user.auth_protocol],
                 "authKey": reveal(user.auth_key_file),
             }
             if user.security_level == "authPriv":
-                keys |= {"privProtocol": _PRIV_PROTOCOLS[user.priv_protocol], "privKey": reveal(user.priv_key_file)}
+                keys |= {"privProtocol": PRIV_PROTOCOLS[user.priv_protocol], "privKey": reveal(user.priv_key_file)}
             engine_id = v2c.OctetString(hexValue=user.engine_id.removeprefix("0x"))
             snmp_config.add_v3_user(engine, user.user, securityEngineId=engine_id, **keys)
         # Route every datagram through our wrapper (see the module docstring).

@@ -105,7 +105,7 @@ _TOO_BIG: Final = 1
 _AUTHORIZATION_ERROR: Final = 16
 _USM_STATS: Final = "1.3.6.1.6.3.15.1.1"
 
-_AUTH_PROTOCOLS: Final[dict[str, Any]] = {
+AUTH_PROTOCOLS: Final[dict[str, Any]] = {
     "MD5": usm.USM_AUTH_HMAC96_MD5,
     "SHA": usm.USM_AUTH_HMAC96_SHA,
     "SHA224": usm.USM_AUTH_HMAC128_SHA224,
@@ -113,7 +113,7 @@ _AUTH_PROTOCOLS: Final[dict[str, Any]] = {
     "SHA384": usm.USM_AUTH_HMAC256_SHA384,
     "SHA512": usm.USM_AUTH_HMAC384_SHA512,
 }
-_PRIV_PROTOCOLS: Final[dict[str, Any]] = {
+PRIV_PROTOCOLS: Final[dict[str, Any]] = {
     "DES": usm.USM_PRIV_CBC56_DES,
     "AES": usm.USM_PRIV_CFB128_AES,
     "AES128": usm.USM_PRIV_CFB128_AES,
@@ -236,10 +236,10 @@ def credentials(cfg: SnmpAccess) -> Any:
     user = cfg.user or ""
     if cfg.security_level == "noAuthNoPriv":
         return UsmUserData(user)
-    auth = {"authKey": reveal(cfg.auth_key_file), "authProtocol": _AUTH_PROTOCOLS[cfg.auth_protocol]}
+    auth = {"authKey": reveal(cfg.auth_key_file), "authProtocol": AUTH_PROTOCOLS[cfg.auth_protocol]}
     if cfg.security_level == "authNoPriv":
         return UsmUserData(user, **auth)
-    return UsmUserData(user, **auth, privKey=reveal(cfg.priv_key_file), privProtocol=_PRIV_PROTOCOLS[cfg.priv_protocol])
+    return UsmUserData(user, **auth, privKey=reveal(cfg.priv_key_file), privProtocol=PRIV_PROTOCOLS[cfg.priv_protocol])
 
 
 class SnmpClient:
