@@ -152,6 +152,10 @@ CONTRACT: Final[dict[str, tuple[frozenset[str], dict[str, FieldType]]]] = {
             "mqtt_malformed": _I,
             "mqtt_unknown_topic": _I,
             "mqtt_reconnects": _I,
+            # state publisher (mqtt.publish): retained state topics acknowledged, failed publishes
+            "publish_connected": _I,
+            "mqtt_published": _I,
+            "mqtt_publish_failed": _I,
             # trap receiver: datagrams in, traps accepted, and why the rest were ignored
             "traps_received": _I,
             "traps_accepted": _I,

@@ -86,10 +86,15 @@ class Pipeline:
         if alerts is not None:
             alerts.explain_site = self.tracker.wifi_override
 
+        #: Others that read every sample as it is emitted (the MQTT state publisher).
+        self.taps: list[Callable[[list[Sample]], None]] = []
+
     def emit(self, samples: list[Sample]) -> None:
         self.sink.submit(samples)
         if self.alerts is not None:
             self.alerts.observe(samples)
+        for tap in self.taps:
+            tap(samples)
 
     def observe(self, obs: Observation) -> None:
         self.emit(list(obs.outcome.samples))
@@ -204,8 +209,12 @@ async def run(
         health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
         # Imported here so aiomqtt is only loaded when mqtt: is configured.
         from netwatch.ingest.mqtt import open_ingest, reload_ingest
+        from netwatch.publish.mqttstate import open_publisher, reload_publisher
 
         panels = open_ingest(running, pipeline.emit)
+        publisher = open_publisher(running, alerts.incidents if alerts else None, pipeline.emit)
+        if publisher is not None:
+            pipeline.taps.append(publisher.observe)
         notifier = Notifier()
         traps: TrapReceiver | None = None
         try:
@@ -230,6 +239,8 @@ async def run(
                 ]
                 if panels is not None:
                     tasks.append(tg.create_task(panels.run(), name="mqtt"))
+                if publisher is not None:
+                    tasks.append(tg.create_task(publisher.run(), name="mqtt-publish"))
                 # READY=1 once the spool is recovered (above) and the scheduler has ticked.
                 await scheduler.ticked.wait()
                 notifier.ready(_status_line(health))
@@ -257,6 +268,7 @@ async def run(
                     await reload_alerting(alerts, outbox, new)
                     scheduler.resize(new.config.scheduler.max_in_flight)
                     reload_ingest(panels, new)
+                    reload_publisher(publisher, new)
                     scheduler.replace(build_jobs(new.inventory, resources, probes))
                     if traps is not None:
                         traps.apply(new.inventory)

@@ -46,6 +46,34 @@ class PayloadMapping(Strict):
     events: dict[str, PanelEventName] = Field(default_factory=dict, description="vendor event name -> netwatch name")
 
 
+class PublishConfig(Strict):
+    """Publishing netwatch's state to the broker (``mqtt.publish``): retained topics under a prefix.
+
+    Building systems and other consumers subscribe to ``<prefix>/device/+`` and friends and get
+    the current state at once (retained), then every change. Nothing is published per poll: a
+    topic changes when its state does.
+    """
+
+    prefix: str = Field(default="netwatch/{instance}", min_length=1, description="topic prefix; {instance} allowed")
+    qos: Literal[0, 1] = Field(default=1, description="1: the broker acknowledges every state change")
+    devices: bool = Field(default=True, description="<prefix>/device/<id>: state, reason, since")
+    links: bool = Field(default=True, description="<prefix>/link/<id>: span state")
+    sites: bool = Field(default=True, description="<prefix>/site/<id>/wifi: a park's public WiFi as users see it")
+    panels: bool = Field(default=True, description="<prefix>/panel/<id>: access panel online (MQTT heartbeats)")
+    incidents: bool = Field(default=True, description="<prefix>/incident/<rule>/<entity>: open incidents")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if "+" in value or "#" in value:
+            raise ValueError("a publish prefix takes no wildcards (+, #)")
+        if value.startswith(("/", "$")) or value.endswith("/") or "//" in value:
+            raise ValueError("a publish prefix is topic levels joined by /, without a leading $ or /, or empty levels")
+        if "{" in value.replace("{instance}", ""):
+            raise ValueError("the only placeholder a publish prefix takes is {instance}")
+        return value
+
+
 def _default_alarms() -> list[PanelEventName]:
     return ["door_forced", "tamper"]
 
@@ -76,6 +104,10 @@ class MqttConfig(Strict):
     payload: PayloadMapping = Field(default_factory=PayloadMapping)
     alarm_events: list[PanelEventName] = Field(
         default_factory=_default_alarms, description="events marked alarm=1 (built-in panel_alarm)"
+    )
+
+    publish: PublishConfig | None = Field(
+        default=None, description="publish device, span, park WiFi and incident state on retained topics"
     )
 
     _check_templates = field_validator("heartbeat_topic", "event_topic")(_topic_template)

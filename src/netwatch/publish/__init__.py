@@ -1,0 +1,1 @@
+"""State for consumers other than InfluxDB and the receivers: retained MQTT topics (:mod:`.mqttstate`)."""
