@@ -65,8 +65,8 @@ PLACEHOLDERS: Final = frozenset(
 )
 #: Tags that describe a check's result rather than the entity; never labels, never part of an entity.
 _VOLATILE_TAGS: Final = frozenset({"reason"})
-#: Tags that name the entity, most general first: device, device:port, device:check.
-_ENTITY_TAGS: Final = ("device", "port", "check")
+#: Tags that name the entity, most general first: device, device:port, device:radio, device:check.
+_ENTITY_TAGS: Final = ("device", "port", "radio", "check")
 
 _NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -271,7 +271,7 @@ def _tidy(value: float) -> float | int:
 
 
 def entity_of(tags: Mapping[str, str]) -> str:
-    """Return the entity a sample is about: ``device``, ``device:port``, ``device:check`` or ``link``."""
+    """Return the entity a sample is about: ``device``, ``device:port``, ``device:radio``, ``device:check`` or ``link``."""
     if "device" in tags:
         return ":".join(tags[k] for k in _ENTITY_TAGS if k in tags)
     if "link" in tags:

@@ -181,6 +181,8 @@ def test_hysteresis_latches_until_clear() -> None:
         ({"device": "core-ch", "site": "city-hall", "port": "xe-0/0/3", "link": "span-ch-vp"}, "core-ch:xe-0/0/3"),
         ({"link": "span-ch-vp", "lessee": "univ", "site_a": "ch", "site_b": "vp"}, "span-ch-vp"),
         ({"device": "web-1", "site": "ch", "check": "portal", "reason": "timeout"}, "web-1:portal"),
+        # Each radio of an AP is its own entity: a dead 5 GHz radio and a busy 2.4 GHz one are two alerts.
+        ({"device": "ap-vp-1", "site": "vp", "radio": "1", "band": "5GHz"}, "ap-vp-1:1"),
         ({"instance": "noc-1", "component": "sink"}, "sink:noc-1"),  # other tags: values by sorted key
     ],
 )
