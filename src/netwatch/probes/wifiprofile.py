@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from netwatch.probes.snmpclient import Oid, fmt
 from netwatch.yamlpos import KeyPath, line_for, load_with_lines
 
 #: Where the shipped profiles are: the source tree's config/profiles (a checkout or an editable
-#: install), else where a package install puts them.
+#: install), else where ``pip install`` puts them (the wheel's data files, under the venv's
+#: prefix: /opt/netwatch/share/netwatch/profiles), else a distribution package's place.
 _BUILTIN_CANDIDATES: Final = (
     Path(__file__).resolve().parents[3] / "config" / "profiles",
+    Path(sys.prefix) / "share" / "netwatch" / "profiles",
     Path("/usr/share/netwatch/profiles"),
 )
 SUFFIX: Final = ".yaml"
