@@ -9,6 +9,8 @@ import yaml
 
 KeyPath = tuple[str | int, ...]
 
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass(frozen=True, slots=True)
 class YamlProblem:
@@ -27,7 +29,9 @@ def load_with_lines(text: str) -> tuple[Any, dict[KeyPath, int], list[YamlProble
     """
     lines: dict[KeyPath, int] = {}
     problems: list[YamlProblem] = []
-    loader = yaml.SafeLoader(text)
+    # libyaml's parser when PyYAML has it: 20x faster, which a 10,000-device config notices
+    # (seconds at every start and reload); its nodes carry the same marks.
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
