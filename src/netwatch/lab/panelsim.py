@@ -16,8 +16,8 @@ cadence also publishes a garbage event: not JSON, no event type, an unknown even
 broken firmware does; heartbeats go on), ``clear``.
 
 If the broker goes away the client reconnects with capped exponential backoff; heartbeats due
-meanwhile are skipped (a panel does not queue them), and an event waits for the connection up
-for ``within`` seconds.
+meanwhile are skipped (a panel does not queue them), and an event waits up to ``within``
+seconds for the connection.
 """
 
 from __future__ import annotations
