@@ -156,8 +156,12 @@ class RtspLab:
 
     async def start(self) -> None:
         self._running = True
-        for cam in self._cameras.values():
-            await self._listen(cam)
+        try:
+            for cam in self._cameras.values():
+                await self._listen(cam)
+        except BaseException:
+            await self.stop()  # an address that cannot be bound must not leave the others listening
+            raise
 
     async def stop(self) -> None:
         self._running = False

@@ -154,11 +154,15 @@ class WebLab:
             assert self._tls_dir is not None  # checked in add_portal
             self._ca = LabCA(self._tls_dir)
             self._tls_context = self._ca.server_context(d.address for d in secure)
-        for dev in self._devices.values():
-            # Warm the picture cache now, not on a camera's first request (a check's timeout runs).
-            if dev.kind == "camera":
-                dev.picture()
-            await self._listen(dev)
+        try:
+            for dev in self._devices.values():
+                # Warm the picture cache now, not on a camera's first request (a check's timeout runs).
+                if dev.kind == "camera":
+                    dev.picture()
+                await self._listen(dev)
+        except BaseException:
+            await self.stop()  # an address that cannot be bound must not leave the others listening
+            raise
 
     async def stop(self) -> None:
         if self._runner is not None:
