@@ -271,7 +271,10 @@ def _tidy(value: float) -> float | int:
 
 
 def entity_of(tags: Mapping[str, str]) -> str:
-    """Return the entity a sample is about: ``device``, ``device:port``, ``device:radio``, ``device:check`` or ``link``."""
+    """Return the entity a sample is about.
+
+    ``device``, ``device:port``, ``device:radio``, ``device:check`` or ``link``.
+    """
     if "device" in tags:
         return ":".join(tags[k] for k in _ENTITY_TAGS if k in tags)
     if "link" in tags:
