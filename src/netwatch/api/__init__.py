@@ -7,10 +7,12 @@ around its work; the API only reads counts, ages and flags from it, never config
 from netwatch.api.health import (
     HEARTBEAT_STALE_S,
     ApiConfig,
+    ComponentsSource,
     DeviceCounts,
     HealthSource,
     LagSnapshot,
     SchedulerSnapshot,
+    StatsReader,
 )
 from netwatch.api.server import ApiListenError, ApiServer, serve_api
 
@@ -19,9 +21,11 @@ __all__ = [
     "ApiConfig",
     "ApiListenError",
     "ApiServer",
+    "ComponentsSource",
     "DeviceCounts",
     "HealthSource",
     "LagSnapshot",
     "SchedulerSnapshot",
+    "StatsReader",
     "serve_api",
 ]

@@ -17,9 +17,9 @@ import asyncio
 import ipaddress
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import Field, field_validator
 
@@ -148,7 +148,11 @@ class DeviceCounts:
 
 
 class HealthSource(Protocol):
-    """What the daemon tells the health API. Every call is cheap, synchronous and side-effect free."""
+    """What the daemon tells the health API. Every call is cheap, synchronous and side-effect free.
+
+    A source may also be a :class:`ComponentsSource`, to expose the other components that write
+    ``netwatch`` samples (outbox, MQTT ingest, trap receiver, ...) on ``/metrics``.
+    """
 
     @property
     def instance(self) -> str:
@@ -186,6 +190,30 @@ class HealthSource(Protocol):
 
     def device_counts(self) -> DeviceCounts:
         """Return how many devices are up and down now."""
+        ...
+
+
+#: Returns one component's fields of the ``netwatch`` measurement (``Outbox.stats``, say).
+StatsReader = Callable[[], Mapping[str, int | float]]
+
+
+@runtime_checkable
+class ComponentsSource(Protocol):
+    """The optional part of a :class:`HealthSource`: the components configured in this daemon.
+
+    Optional so that a source without it (or a daemon with none of these components configured)
+    still serves every other metric; ``/metrics`` checks for it on each scrape.
+    """
+
+    @property
+    def components(self) -> Mapping[str, StatsReader]:
+        """Return a reader per configured component, by its ``component`` tag in the ``netwatch``
+        measurement (``outbox``, ``mqtt``, ``traps``, ``publish``).
+
+        Each reader is called on every scrape, so it must be cheap, synchronous and side-effect
+        free, and return the same fields the component writes to InfluxDB. A component that is not
+        configured has no entry.
+        """
         ...
 
 
@@ -317,11 +345,13 @@ __all__ = [
     "HEARTBEAT_STALE_S",
     "ApiConfig",
     "Checks",
+    "ComponentsSource",
     "DeviceCounts",
     "HealthSource",
     "LagSnapshot",
     "LoopLag",
     "SchedulerSnapshot",
+    "StatsReader",
     "Verdict",
     "liveness_problem",
     "parse_listen",

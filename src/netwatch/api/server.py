@@ -60,7 +60,7 @@ def _json(verdict: Verdict) -> web.Response:
 
 def build_app(checks: Checks, alerts: AlertsApi | None = None) -> web.Application:
     """Return the aiohttp application serving these checks and, when given, the alert endpoints."""
-    registry: CollectorRegistry = registry_for(checks)
+    registry: CollectorRegistry = registry_for(checks, alerts.source if alerts is not None else None)
 
     async def healthz(_request: web.Request) -> web.Response:
         """200 while the scheduler's heartbeat is fresh, 503 when it is stale."""

@@ -151,11 +151,13 @@ class MqttIngest:
             task = asyncio.create_task(self._sync_subscriptions(), name="mqtt-resubscribe")
             task.add_done_callback(_log_failure)
 
+    def stats(self) -> dict[str, int]:
+        """Return the ingest's own health: the ``netwatch`` measurement's fields for ``component=mqtt``."""
+        return self.book.stats.fields()
+
     def health_sample(self) -> Sample:
         """Return the ingest's own health as a ``netwatch`` sample."""
-        return Sample(
-            "netwatch", {"instance": self._instance, "component": "mqtt"}, dict(self.book.stats.fields()), now_ns()
-        )
+        return Sample("netwatch", {"instance": self._instance, "component": "mqtt"}, self.stats(), now_ns())
 
 
 def _broker(cfg: MqttConfig) -> tuple[object, ...]:

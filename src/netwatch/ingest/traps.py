@@ -376,9 +376,13 @@ class TrapReceiver:
             self._emit([self.stats_sample()])
             await asyncio.sleep(interval())
 
+    def stats(self) -> dict[str, int]:
+        """Return the receiver's counters since start: the ``netwatch`` fields for ``component=traps``."""
+        return dict(self.counts)
+
     def stats_sample(self) -> Sample:
         """Return the receiver's counters as a ``netwatch{component=traps}`` sample."""
-        return Sample("netwatch", {"instance": self._instance, "component": "traps"}, dict(self.counts), now_ns())
+        return Sample("netwatch", {"instance": self._instance, "component": "traps"}, self.stats(), now_ns())
 
 
 def port_lookup(probes: Mapping[tuple[str, str], tuple[object, object]]) -> Callable[[str, int], str | None]:
