@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers.influx import InfluxdServer
 from tests.servers.snmpd import SnmpServer
@@ -99,6 +100,19 @@ def last(influxd: InfluxdServer, db: str, field: str, measurement: str, where: s
     return series[0]["values"][0][1] if series else None
 
 
+def open_incidents(api_url: str, severity: str) -> float:
+    """Return ``netwatch_incidents_open`` for a severity with nothing holding it, scraped from /metrics."""
+    with urllib.request.urlopen(api_url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "netwatch_incidents_open"
+        for s in family.samples
+        if s.labels["severity"] == severity and s.labels["held"] == "none"
+    )
+
+
 def log_events(tmp_path: Path) -> list[dict[str, Any]]:
     events = []
     for line in (tmp_path / "netwatch.log").read_text().splitlines():
@@ -177,11 +191,18 @@ def test_daemon_writes_the_backbone_to_influxdb(
         metrics = resp.read().decode()
     assert 'netwatch_points_written_total{instance="e2e"}' in metrics
     assert 'netwatch_devices{instance="e2e",state="up"} 3.0' in metrics
+    assert 'netwatch_incidents_open{held="none",instance="e2e",severity="critical"} 0.0' in metrics
+    assert 'netwatch_silences_active{instance="e2e"} 0.0' in metrics
+    # No receivers, mqtt or traps configured: no such series (rather than zeros that look healthy).
+    for absent in ("netwatch_outbox_", "netwatch_broker_connected", "netwatch_mqtt_", "netwatch_traps_"):
+        assert absent not in metrics
 
     # The far end's port goes down: the span follows within an interval or two.
     snmp_agent.set_interface("xe-0/0/2", oper=2)
     wait_for("span down", lambda: q("state", "link", "link = 'span-ch-vp'") == "down")
     assert q("up", "link", "link = 'span-ch-vp'") == 0
+    # ...and a NOC scraping /metrics sees a critical incident that nothing holds.
+    assert wait_for("the span's incident on /metrics", lambda: open_incidents(listening["url"], "critical")) == 1
 
     # SIGHUP with a broken file: errors logged, the old config keeps polling.
     good = config.read_text()
