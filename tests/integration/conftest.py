@@ -4,7 +4,7 @@ import pytest
 
 from tests.servers.alertmanager import alertmanager  # noqa: F401
 from tests.servers.influx import influxd, influxd_auth, influxd_own, victoria_metrics  # noqa: F401
-from tests.servers.mosquitto import mosquitto, mosquitto_auth  # noqa: F401
+from tests.servers.mosquitto import mosquitto, mosquitto_auth, mosquitto_tls  # noqa: F401
 from tests.servers.netns import test_host  # noqa: F401
 from tests.servers.snmpd import snmp_agent, snmpd_server  # noqa: F401
 
