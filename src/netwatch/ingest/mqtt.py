@@ -31,10 +31,21 @@ log = structlog.get_logger(__name__)
 
 
 def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """Return the context that verifies the broker, made anew at each connect (a rotated CA is read).
+
+    Raises:
+        aiomqtt.MqttError: the CA bundle cannot be read or holds no certificate. The config only
+            checked the file was there at load; one cut short or replaced since is an outage like
+            a broker that is away (logged, retried, reported), not a crash of the ingest's task,
+            which would take the daemon with it.
+    """
     if not cfg.tls:
         return None
-    # Verified by default, against the given CA bundle or the system's.
-    return ssl.create_default_context(cafile=cfg.ca_file)
+    try:
+        # Verified by default, against the given CA bundle or the system's.
+        return ssl.create_default_context(cafile=cfg.ca_file)
+    except OSError as exc:  # ssl.SSLError is one
+        raise aiomqtt.MqttError(f"cannot load the CA bundle {cfg.ca_file}: {exc}") from None
 
 
 class MqttIngest:
