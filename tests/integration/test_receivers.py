@@ -3,7 +3,8 @@
 Alertmanager: a firing alert and its resolve each reach the webhook behind it; a netwatch restart
 while the alert fires (a new outbox and sender on the same outbox file) never reads as a resolve,
 while netwatch staying away past ``endsAt`` does. MQTT: the document arrives at QoS 1, not
-retained, with and without a login, and across a broker restart.
+retained, with and without a login, and across a broker restart; over mqtts:// it is delivered
+when the broker's certificate verifies, and kept and retried when it does not.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+import structlog
 
 from netwatch.alerting.model import Event, Impact, Incident, Notification, incident_id
 from netwatch.alerting.outbox import Outbox
 from netwatch.alerting.receivers import build_sender, parse_receiver
 from tests.servers.alertmanager import AlertmanagerServer
-from tests.servers.mosquitto import MosquittoServer
+from tests.servers.mosquitto import MosquittoServer, TlsBroker
+from tests.servers.pki import TestCA
 from tests.servers.saas import WebhookServer
 
 
@@ -236,5 +239,59 @@ async def test_mqtt_login_from_files_and_a_refused_login_is_dropped(
         assert counters["bad"].dropped_rejected == 1
         await eventually(lambda: len(got) == 1, 5, "the MQTT message")
         assert str(got[0].topic) == "alerts/firing/span-ch-vp"
+    finally:
+        listener.cancel()
+
+
+async def test_mqtts_delivers_with_the_brokers_ca_and_retries_one_it_cannot_verify(
+    mosquitto_tls: TlsBroker, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """mqtts:// with ca_file: delivered over TLS. A CA that did not sign the broker's certificate: never
+    delivered, kept and retried (not dropped), the log saying why. tls: insecure connects regardless."""
+    (tmp_path / "user").write_text("netwatch\n")
+    (tmp_path / "pw").write_text("s3cret\n")
+    impostor = TestCA(tmp_path / "other-ca", name="some other CA")
+    broker = mosquitto_tls.server
+    got: list[aiomqtt.Message] = []
+    ready = asyncio.Event()
+    listener = asyncio.create_task(collect(broker, "alerts/#", got, ready, username="netwatch", password="s3cret"))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        base = {
+            "kind": "mqtt",
+            "url": broker.tls_url,
+            "topic": "alerts/{receiver}/{entity}",
+            "username_file": "user",
+            "password_file": "pw",
+            "timeout": "2s",
+        }
+        receivers = [
+            {**base, "name": "verified", "ca_file": str(mosquitto_tls.ca.cert_file)},
+            {**base, "name": "unverified", "ca_file": str(impostor.cert_file)},
+            {**base, "name": "insecure", "tls": "insecure"},
+        ]
+        senders = [build_sender(parse_receiver(r, base_dir=str(tmp_path))) for r in receivers]
+        inc = incident()
+        with structlog.testing.capture_logs() as logs:
+            async with Outbox(
+                tmp_path / "o.db", session=session, senders=senders, backoff_initial_s=0.1, backoff_max_s=0.3
+            ) as outbox:
+                notes = {name: note(name, inc) for name in ("verified", "unverified", "insecure")}
+                for notification in notes.values():
+                    outbox.enqueue(notification)
+                await eventually(lambda: len(got) == 2, 10, "the verified and the insecure message")
+                await eventually(lambda: outbox.counters()["unverified"].retried >= 3, 10, "three retries")
+                counters = outbox.counters()
+                assert outbox.depth("unverified") == 1
+        assert sorted(str(m.topic) for m in got) == ["alerts/insecure/span-ch-vp", "alerts/verified/span-ch-vp"]
+        docs = {str(m.topic): json.loads(m.payload) for m in got if isinstance(m.payload, bytes)}
+        assert docs["alerts/verified/span-ch-vp"]["type"] == "incident.firing"
+        assert docs["alerts/verified/span-ch-vp"]["data"]["id"] == notes["verified"].key
+        assert counters["verified"].delivered == 1
+        assert counters["unverified"].delivered == 0
+        assert counters["unverified"].dropped == 0
+        failing = [e for e in logs if e["event"] == "receiver_failing" and e["receiver"] == "unverified"]
+        assert len(failing) == 1
+        assert "certificate verify failed" in failing[0]["detail"]
     finally:
         listener.cancel()
