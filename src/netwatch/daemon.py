@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import structlog
@@ -32,6 +32,7 @@ from netwatch.alerting.silences import Silences
 from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
+from netwatch.api.state import plant_state
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.ingest.traps import TrapListenError, TrapReceiver, port_lookup
 from netwatch.inventory import Inventory
@@ -228,7 +229,11 @@ async def run(
                     port_name=port_lookup(probes),
                 )
                 traps.open()
-            async with serve_api(cfg.api, health, alerts=alerts) as api, asyncio.TaskGroup() as tg:
+
+            def state() -> dict[str, Any]:
+                return plant_state(running.inventory, pipeline.tracker.seen)
+
+            async with serve_api(cfg.api, health, alerts=alerts, state=state) as api, asyncio.TaskGroup() as tg:
                 if api.url:
                     log.info("api_listening", url=api.url)
                 tasks = [

@@ -31,6 +31,16 @@ class _Tracked:
     since: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the last sample of a device, span or site's WiFi said, and since when (ns) it says it."""
+
+    state: str
+    reason: str
+    since_ns: int
+    updated_ns: int
+
+
 class StateTracker:
     """Keep the latest outcome per (device, check) and emit state samples as they change."""
 
@@ -50,6 +60,8 @@ class StateTracker:
         self._unknown_logged: set[str] = set()
         self._devices: dict[str, _Tracked] = {}
         self._links: dict[str, _Tracked] = {}
+        #: What was last written for each device, span and site WiFi, for the API and status page.
+        self.seen: dict[tuple[str, str], Seen] = {}
         self._wifi = WifiServices(
             inventory,
             portal=lambda device: self._outcomes.get((device, PORTAL_CHECK)),
@@ -78,6 +90,8 @@ class StateTracker:
         self._outcomes = {k: v for k, v in self._outcomes.items() if k in checks}
         self._devices = {k: v for k, v in self._devices.items() if k in inventory.devices}
         self._links = {k: v for k, v in self._links.items() if k in inventory.links}
+        known = {"device": inventory.devices, "link": inventory.links, "wifi_service": inventory.sites}
+        self.seen = {k: v for k, v in self.seen.items() if k[1] in known.get(k[0], {})}
         self._port_reporters = {
             d.id: {c.name for c in d.checks if REGISTRY[c.name].reports_ports} for d in inventory.devices.values()
         }
@@ -112,6 +126,7 @@ class StateTracker:
             sample = self._link_sample(link, ts)
             if sample is not None:
                 samples.append(sample)
+        self._remember(samples)
         self._emit(samples)
         site = self._wifi.feeds(obs.device, obs.check)
         if site is not None:
@@ -119,7 +134,16 @@ class StateTracker:
             # service's state asks whether its failing devices are unreachable.
             wifi = self._wifi.sample(site, ts)
             if wifi is not None:
+                self._remember([wifi])
                 self._emit([wifi])
+
+    def _remember(self, samples: list[Sample]) -> None:
+        for s in samples:
+            key = (s.measurement, s.tags.get("device") or s.tags.get("link") or s.tags.get("site", ""))
+            state = str(s.fields.get("state", ""))
+            before = self.seen.get(key)
+            since = before.since_ns if before is not None and before.state == state else s.time_ns
+            self.seen[key] = Seen(state, str(s.fields.get("reason", "")), since, s.time_ns)
 
     def wifi_override(self, site: str) -> Explained | None:
         """Return why a site's WiFi is down when another fault or a window explains it (else None)."""

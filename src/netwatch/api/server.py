@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 from netwatch.api.alerts import MAX_BODY_BYTES, Access, AlertsApi, AlertsSource, is_loopback
 from netwatch.api.health import ApiConfig, Checks, HealthSource, LoopLag, Verdict
 from netwatch.api.metrics import registry_for
+from netwatch.api.state import StateApi
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +60,7 @@ def _json(verdict: Verdict) -> web.Response:
     return web.json_response(verdict.body, status=200 if verdict.ok else 503, headers=_NO_STORE)
 
 
-def build_app(checks: Checks, alerts: AlertsApi | None = None) -> web.Application:
+def build_app(checks: Checks, alerts: AlertsApi | None = None, state: StateApi | None = None) -> web.Application:
     """Return the aiohttp application serving these checks and, when given, the alert endpoints."""
     registry: CollectorRegistry = registry_for(checks, alerts.source if alerts is not None else None)
 
@@ -81,6 +83,8 @@ def build_app(checks: Checks, alerts: AlertsApi | None = None) -> web.Applicatio
     app.router.add_get("/metrics", metrics)
     if alerts is not None:
         alerts.add_routes(app)
+    if state is not None:
+        state.add_routes(app)
     return app
 
 
@@ -96,13 +100,18 @@ def _reason(exc: OSError) -> str:
 
 @contextlib.asynccontextmanager
 async def serve_api(
-    cfg: ApiConfig, source: HealthSource, *, alerts: AlertsSource | None = None, stop_timeout: float = 5.0
+    cfg: ApiConfig,
+    source: HealthSource,
+    *,
+    alerts: AlertsSource | None = None,
+    state: Callable[[], dict[str, Any]] | None = None,
+    stop_timeout: float = 5.0,
 ) -> AsyncIterator[ApiServer]:
     """Serve the API for the duration of the ``async with`` block.
 
-    With ``alerts``, the alert and silence endpoints are served too. With ``cfg.enabled`` false
-    nothing listens and the server has no addresses. On exit the server stops within
-    ``stop_timeout`` seconds, requests in flight included.
+    With ``alerts``, the alert and silence endpoints are served too; with ``state``,
+    ``/api/v1/state``. With ``cfg.enabled`` false nothing listens and the server has no addresses.
+    On exit the server stops within ``stop_timeout`` seconds, requests in flight included.
 
     Raises:
         ApiListenError: the address cannot be bound (already in use, not local, not permitted);
@@ -122,7 +131,10 @@ async def serve_api(
             max_silence_s=cfg.silence_max_duration,
             instance=lambda: source.instance,
         )
-    runner = web.AppRunner(build_app(checks, alerts_api), access_log=None, shutdown_timeout=stop_timeout)
+    state_api = None
+    if state is not None:
+        state_api = StateApi(source=state, access=Access(cfg.token_file), instance=lambda: source.instance)
+    runner = web.AppRunner(build_app(checks, alerts_api, state_api), access_log=None, shutdown_timeout=stop_timeout)
     await runner.setup()
     lag_task: asyncio.Task[None] | None = None
     try:

@@ -1,0 +1,78 @@
+"""``GET /api/v1/state``: what netwatch thinks of the plant now, for the demo view and the status page.
+
+Every device with its state (as written to ``device.state``: up, degraded, down, unreachable,
+maintenance, or ``unknown`` before its first check), reason and since when; every span; every
+site with its name, kind, location and its public WiFi where it has any. Reads follow the alert
+endpoints' rule: open to loopback peers, the bearer token from anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from netwatch.alerting.silences import rfc3339
+from netwatch.api.alerts import Access
+from netwatch.inventory import Inventory
+from netwatch.state import Seen
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _seen(seen: Seen | None) -> dict[str, Any]:
+    if seen is None:
+        return {"state": "unknown", "reason": None, "since": None, "updated": None}
+    return {
+        "state": seen.state,
+        "reason": seen.reason or None,
+        "since": rfc3339(seen.since_ns),
+        "updated": rfc3339(seen.updated_ns),
+    }
+
+
+def plant_state(inventory: Inventory, seen: dict[tuple[str, str], Seen]) -> dict[str, Any]:
+    """Return the state document from the inventory and what the state tracker last wrote."""
+    sites = []
+    for site in inventory.sites.values():
+        doc: dict[str, Any] = {"id": site.id, "name": site.name, "kind": site.kind}
+        if site.lat is not None and site.lon is not None:
+            doc["location"] = {"lat": site.lat, "lon": site.lon}
+        wifi = seen.get(("wifi_service", site.id))
+        doc["wifi"] = None if wifi is None else _seen(wifi)["state"]
+        sites.append(doc)
+    devices = [
+        {"id": d.id, "site": d.site, "kind": d.kind, **_seen(seen.get(("device", d.id)))}
+        for d in inventory.devices.values()
+    ]
+    links = [
+        {
+            "id": link.id,
+            "lessee": link.lessee,
+            "a": link.a.device,
+            "b": link.b.device,
+            **_seen(seen.get(("link", link.id))),
+        }
+        for link in inventory.links.values()
+    ]
+    return {"sites": sites, "devices": devices, "links": links}
+
+
+@dataclass
+class StateApi:
+    """The state endpoint of one daemon."""
+
+    source: Callable[[], dict[str, Any]]
+    access: Access
+    instance: Callable[[], str]
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/state", self.state)
+
+    async def state(self, request: web.Request) -> web.Response:
+        refused = self.access.refuse_read(request)
+        if refused is not None:
+            return refused
+        return web.json_response({"instance": self.instance(), **self.source()}, headers=_NO_STORE)
