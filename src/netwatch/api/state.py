@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from netwatch.alerting.silences import rfc3339
 from netwatch.api.alerts import Access
-from netwatch.inventory import Inventory
-from netwatch.state import Seen
+
+if TYPE_CHECKING:
+    # Types only: the inventory imports the config, which imports this package (ApiConfig).
+    from netwatch.inventory import Inventory
+    from netwatch.state import Seen
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
