@@ -118,6 +118,10 @@ class HttpConfig(Strict):
             return None
         if url.username or url.password:
             raise ValueError("no user:password in the URL; use username and password_file")
+        if url.host is not None and ("{" in url.host or "}" in url.host):
+            # Only rtsp and snapshot fill in {address}: a portal or web page is reached by the
+            # name its visitors use, which need not be the device's address.
+            raise ValueError("the http and portal checks take the full URL visitors use; {address} is not filled in")
         for key, _ in url.query_params():
             if _SECRET_QUERY.search(key):
                 raise ValueError(f"no credentials in the URL's query ({key}=...); use header_files")

@@ -274,6 +274,8 @@ async def test_checks_share_one_session_and_never_raise(resources: ProbeResource
         ({"url": "https://user:pw@portal.example/"}, "no user:password in the URL"),
         ({"url": "https://portal.example/?api_key=abc"}, "no credentials in the URL's query"),
         ({"url": "ftp://portal.example/"}, "URL scheme should be 'http' or 'https'"),
+        # {address} is a rtsp/snapshot template; here it would be looked up in DNS at every check.
+        ({"url": "http://{address}:8080/guest/"}, "{address} is not filled in"),
         ({"expect_body_regex": "(unclosed"}, "not a valid regular expression"),
         ({"expect_status": [700]}, "not an HTTP status code"),
         ({"expect_status": ["2yy"]}, "neither a status code"),
