@@ -31,7 +31,7 @@ from netwatch.alerting.service import AlertService
 from netwatch.alerting.silences import Silences
 from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
-from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, serve_api
+from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, StatsReader, serve_api
 from netwatch.api.state import plant_state
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.ingest.traps import TrapListenError, TrapReceiver, port_lookup
@@ -208,14 +208,19 @@ async def run(
             max_in_flight=cfg.scheduler.max_in_flight,
         )
         health = DaemonHealth(lambda: running.config, scheduler, sink, pipeline)
+        if outbox is not None:
+            health.components["outbox"] = outbox.stats
         # Imported here so aiomqtt is only loaded when mqtt: is configured.
         from netwatch.ingest.mqtt import open_ingest, reload_ingest
         from netwatch.publish.mqttstate import open_publisher, reload_publisher
 
         panels = open_ingest(running, pipeline.emit)
         publisher = open_publisher(running, alerts.incidents if alerts else None, pipeline.emit)
+        if panels is not None:
+            health.components["mqtt"] = panels.stats
         if publisher is not None:
             pipeline.taps.append(publisher.observe)
+            health.components["publish"] = publisher.stats.fields
         notifier = Notifier()
         traps: TrapReceiver | None = None
         try:
@@ -229,6 +234,7 @@ async def run(
                     port_name=port_lookup(probes),
                 )
                 traps.open()
+                health.components["traps"] = traps.stats
 
             def state() -> dict[str, Any]:
                 return plant_state(running.inventory, pipeline.tracker.seen)
@@ -299,6 +305,9 @@ class DaemonHealth:
         self._scheduler = scheduler
         self._sink = sink
         self._pipeline = pipeline
+        #: The other components that write ``netwatch`` samples, by their ``component`` tag, for
+        #: /metrics; only those configured, added as run() opens them.
+        self.components: dict[str, StatsReader] = {}
 
     @property
     def instance(self) -> str:
