@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """Return the context that verifies the broker, made anew at each connect (a rotated CA is read).
 
     Raises:
@@ -96,7 +96,7 @@ class MqttIngest:
                     username=cfg.username,
                     password=reveal(cfg.password_file),
                     keepalive=int(cfg.keepalive),
-                    tls_context=_tls_context(cfg),
+                    tls_context=tls_context(cfg),
                     timeout=10.0,
                 ) as client:
                     self._client = client

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import random
-import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,6 +46,7 @@ import structlog
 
 from netwatch.alerting.silences import rfc3339
 from netwatch.configbase import reveal
+from netwatch.ingest.mqtt import tls_context
 from netwatch.ingest.mqttconfig import MqttConfig, PublishConfig
 from netwatch.inventory import Inventory
 from netwatch.model import Sample, now_ns
@@ -323,7 +323,7 @@ class StatePublisher:
                     username=cfg.username,
                     password=reveal(cfg.password_file),
                     keepalive=int(cfg.keepalive),
-                    tls_context=_tls_context(cfg),
+                    tls_context=tls_context(cfg),
                     will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
                     timeout=10.0,
                 ) as client:
@@ -450,11 +450,6 @@ async def _until_disconnected(client: aiomqtt.Client) -> None:
     async for _ in client.messages:
         pass  # nothing is subscribed any more; a stray message is ignored
     raise aiomqtt.MqttError("the message stream ended")
-
-
-def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    # Verified by default, against the given CA bundle or the system's (as the panel ingest does).
-    return ssl.create_default_context(cafile=cfg.ca_file) if cfg.tls else None
 
 
 def open_publisher(
