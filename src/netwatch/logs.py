@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    """Configure structlog and the stdlib root logger once per process (again on reload)."""
-    json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def configure(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger once per process (again on reload).
+
+    ``stream``: where the lines go (default stderr; ``netwatch demo`` keeps the terminal for its view).
+    """
+    out = sys.stderr if stream is None else stream
+    json_out = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -25,7 +31,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_out else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if json_out else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -37,7 +43,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             # Library records (asyncio, aiohttp) carry exc_info too: render it as text in JSON.
