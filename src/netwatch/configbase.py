@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -129,6 +130,21 @@ def _config_file(value: object, info: ValidationInfo) -> str:
 
 #: A file the config names, resolved beside the config file and checked at load.
 ConfigFile = Annotated[str, BeforeValidator(_config_file), WithJsonSchema({"type": "string"})]
+
+
+def _ca_bundle(value: object, info: ValidationInfo) -> str:
+    """A CA bundle must load as one at load time: found broken only when a connection is made, it
+    would stop a receiver or the MQTT ingest, and a reload would not get the chance to refuse it."""
+    path = _config_file(value, info)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f"file {path!r} is not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
+    return path
+
+
+#: A CA bundle (PEM), resolved like a ConfigFile and loaded once at load to prove it is one.
+CaFile = Annotated[str, BeforeValidator(_ca_bundle), WithJsonSchema({"type": "string"})]
 
 #: A secret read at load time from the file this key names; shown as ``**********``.
 SecretFile = Annotated[

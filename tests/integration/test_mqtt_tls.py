@@ -135,9 +135,12 @@ async def test_a_ca_file_that_holds_no_certificate_is_an_outage_not_a_crash_and_
     """The CA bundle caught half-written (or replaced by something else) after the config was loaded:
     the ingest keeps retrying and says which file is wrong; once the file is right it connects."""
     ca_file = tmp_path / "broker-ca.pem"
+    # A good bundle at load (check-config refuses a broken one), cut short afterwards.
+    ca_file.write_bytes(mosquitto_tls.ca.cert_file.read_bytes())
+    cfg = _cfg(mosquitto_tls, tmp_path, ca_file=ca_file)
     ca_file.write_text("-----BEGIN CERTIFICATE-----\nMIIB (cut short while being copied)\n")
     samples: list[Sample] = []
-    ingest = MqttIngest(_cfg(mosquitto_tls, tmp_path, ca_file=ca_file), PANELS, samples.extend, instance="tls4")
+    ingest = MqttIngest(cfg, PANELS, samples.extend, instance="tls4")
     task = asyncio.create_task(ingest.run())
     try:
         await asyncio.sleep(0.5)

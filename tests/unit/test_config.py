@@ -89,6 +89,27 @@ def test_secret_never_appears_in_errors_or_repr(tmp_path: Path) -> None:
     assert snmp.community_file.get_secret_value() == "s3cr3t-community"
 
 
+def test_a_ca_file_that_is_no_ca_bundle_is_refused_at_load_for_every_user_of_it(tmp_path: Path) -> None:
+    """Found only at connect time, a broken bundle stopped a receiver or the MQTT ingest; a reload
+    could not refuse it. Now check-config names the file, line and key."""
+    (tmp_path / "not-a-ca.pem").write_text("this is not a certificate\n")
+    (tmp_path / "hook.key").write_text("a-webhook-secret-of-some-length")
+    (tmp_path / "c.yaml").write_text(
+        "influxdb: {url: 'https://127.0.0.1:8086', ca_file: not-a-ca.pem}\n"
+        "mqtt: {host: 127.0.0.1, tls: true, ca_file: not-a-ca.pem}\n"
+        "receivers: [{name: noc, kind: webhook, url: 'https://127.0.0.1/h', secret_file: hook.key,"
+        " ca_file: not-a-ca.pem}]\n"
+        "sites: [{id: hq, name: HQ}]\n"
+        "devices: [{id: r1, site: hq, kind: router, address: 127.0.0.1, checks: [ping]}]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "c.yaml")
+    found = {
+        (i.line, ".".join(str(p) for p in i.path)) for i in info.value.issues if "not a PEM CA bundle" in i.message
+    }
+    assert found == {(1, "influxdb.ca_file"), (2, "mqtt.ca_file"), (3, "receivers.0.webhook.ca_file")}
+
+
 def test_relative_secret_is_found_in_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd, a bare *_file name is read from $CREDENTIALS_DIRECTORY."""
     creds = tmp_path / "creds"

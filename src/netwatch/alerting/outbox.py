@@ -42,7 +42,7 @@ import structlog
 from pydantic import Field
 
 from netwatch.alerting.model import Event, Impact, Incident, Notification
-from netwatch.configbase import ConfigFile, Duration, Strict
+from netwatch.configbase import CaFile, Duration, Strict
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ class ReceiverBase(Strict):
     )
     rate_limit: RateLimit | None = Field(default=None, description="token bucket; null for none")
     tls: Literal["verify", "insecure"] = "verify"
-    ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the server with")
+    ca_file: CaFile | None = Field(default=None, description="CA bundle to verify the server with")
 
 
 class Sender(Protocol):

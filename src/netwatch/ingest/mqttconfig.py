@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict
+from netwatch.configbase import CaFile, Duration, SecretFile, Strict
 
 #: Panel events netwatch knows; a payload naming anything else is malformed (counted, not fatal).
 PanelEventName = Literal["door_forced", "door_held_open", "tamper", "power_failure", "on_battery"]
@@ -84,7 +84,7 @@ class MqttConfig(Strict):
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="default 1883, or 8883 with tls")
     tls: bool = False
-    ca_file: ConfigFile | None = Field(default=None, description="CA bundle for tls (default: system CAs)")
+    ca_file: CaFile | None = Field(default=None, description="CA bundle for tls (default: system CAs)")
     username: str | None = None
     password_file: SecretFile | None = None
     client_id: str | None = Field(

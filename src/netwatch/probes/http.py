@@ -32,7 +32,7 @@ import structlog
 from pydantic import BeforeValidator, Field, HttpUrl, field_validator
 from yarl import URL
 
-from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
+from netwatch.configbase import CaFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import FieldValue, Outcome, Reason, Sample, Target, now_ns
 from netwatch.probes.base import Probe, ProbeResources
 from netwatch.probes.certs import CertInfo, fetch_unverified, matches_host, parse_der
@@ -98,9 +98,7 @@ class HttpConfig(Strict):
         default_factory=_default_schemes, min_length=1, description="schemes a redirect may lead to"
     )
     tls: Literal["verify", "insecure"] = "verify"
-    ca_file: ConfigFile | None = Field(
-        default=None, description="trust only this CA bundle (PEM) instead of the system's"
-    )
+    ca_file: CaFile | None = Field(default=None, description="trust only this CA bundle (PEM) instead of the system's")
     username: str | None = Field(default=None, description="basic auth user (sent to the URL's own host only)")
     password_file: SecretFile | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers (not secrets)")

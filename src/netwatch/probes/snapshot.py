@@ -26,7 +26,7 @@ import aiohttp
 from pydantic import BeforeValidator, Field
 from yarl import URL
 
-from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
+from netwatch.configbase import CaFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import FieldValue, Outcome, Reason, Sample, Target, now_ns
 from netwatch.probes.base import Probe, ProbeResources
 from netwatch.probes.httpauth import AuthMode, Credentials, choose, describe, parse_challenges, unanswerable
@@ -62,7 +62,7 @@ class SnapshotConfig(Strict):
         description="digest: never send the password in clear; auto: Digest, else Basic; basic: Basic only",
     )
     tls: Literal["verify", "insecure"] = Field(default="verify", description="insecure: skip certificate checks")
-    ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the camera with")
+    ca_file: CaFile | None = Field(default=None, description="CA bundle to verify the camera with")
     min_bytes: int = Field(default=0, ge=0, description="a smaller picture is bad_content (a blank frame, say)")
     max_bytes: int = Field(default=10_000_000, ge=1, le=200_000_000, description="stop reading beyond this")
     timeout: Duration = Field(default=5.0, gt=0, description="longest the whole exchange may take")

@@ -45,7 +45,7 @@ import structlog
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
 from netwatch import __version__
-from netwatch.configbase import ConfigFile, Duration, SecretFile, Strict, reveal
+from netwatch.configbase import CaFile, Duration, SecretFile, Strict, reveal
 from netwatch.model import Sample
 from netwatch.retryafter import parse_retry_after
 from netwatch.sink.buffer import Batch, LineBuffer, MemoryBuffer
@@ -74,7 +74,7 @@ class InfluxConfig(Strict):
     timeout: Duration = Field(default=10.0, description="one write request")
     gzip: bool = True
     tls: Literal["verify", "insecure"] = "verify"
-    ca_file: ConfigFile | None = Field(default=None, description="CA bundle to verify the server with")
+    ca_file: CaFile | None = Field(default=None, description="CA bundle to verify the server with")
     retry_initial: Duration = Field(default=1.0, description="first wait before retrying a failed write")
     retry_max: Duration = Field(
         default=10.0, description="longest wait between retries (also the pace while credentials are refused)"

@@ -19,6 +19,7 @@ from netwatch.probes.base import ProbeResources
 from netwatch.probes.http import HttpConfig, build, build_portal
 from netwatch.probes.httpclient import new_session
 from tests.servers.common import free_port
+from tests.servers.pki import TestCA
 from tests.servers.portal import WELCOME, PortalServer
 
 TARGET = Target("portal-vp", "villa-parke", "server", "127.0.0.1")
@@ -303,8 +304,9 @@ def test_bad_settings_are_refused_at_load(settings: dict[str, Any], fragment: st
 )
 def test_merged_settings_are_checked(settings: dict[str, Any], fragment: str, tmp_path: Path) -> None:
     """What only the merged layers can tell (a url set somewhere, auth pairs) is a problem to report."""
-    for name in ("pw", "ca.pem"):
-        (tmp_path / name).write_text("x\n")
+    (tmp_path / "pw").write_text("x\n")
+    # A real bundle: a CA file is loaded at config load to prove it is one.
+    (tmp_path / "ca.pem").write_bytes(TestCA(tmp_path / "pki").cert_file.read_bytes())
     merged = HttpConfig.model_validate(settings, context={"base_dir": tmp_path})
     assert any(fragment in p for p in merged.problems())
 
