@@ -141,17 +141,170 @@ def _text(value: object) -> str:
     return str(value).replace("\r", " ").replace("\n", " ")
 
 
+# -- cells: the MIB objects of a device, shared with the lab's own agent (netwatch.lab.simdevice) --
+#
+# A cell is (pass_persist type, value or a function of the current time giving it). The builders
+# below lay out the system group, IF-MIB, ENTITY-MIB and ENTITY-SENSOR-MIB rows from plain dicts
+# in the state file's format; the caller decides how counters and uptime move.
+
+
+def system_cells(system: dict[str, Any], uptime: Value | Callable[[float], Value], cells: dict[Oid, Cell]) -> None:
+    """Add the SNMPv2-MIB system group; ``uptime`` is sysUpTime in ticks."""
+    oid = parse_oid(str(system.get("object_id", "1.3.6.1.4.1.8072.3.2.10"))) or (0, 0)
+    cells[(*SYSTEM, 1, 0)] = ("string", _text(system.get("descr", "netwatch lab agent")))
+    cells[(*SYSTEM, 2, 0)] = ("objectid", format_oid(oid))
+    cells[(*SYSTEM, 3, 0)] = ("timeticks", uptime)
+    cells[(*SYSTEM, 4, 0)] = ("string", _text(system.get("contact", "")))
+    cells[(*SYSTEM, 5, 0)] = ("string", _text(system.get("name", "lab-agent")))
+    cells[(*SYSTEM, 6, 0)] = ("string", _text(system.get("location", "")))
+    cells[(*SYSTEM, 7, 0)] = ("integer", int(_num(system, "services", 6)))
+
+
+def interface_cells(
+    interfaces: list[dict[str, Any]],
+    counter: Callable[[dict[str, Any], str, int], Value | Callable[[float], Value]],
+    cells: dict[Oid, Cell],
+) -> None:
+    """Add ifNumber, ifTable and ifXTable rows; ``counter(row, key, modulo)`` gives each counter."""
+    cells[IF_NUMBER] = ("integer", len(interfaces))
+    for i in interfaces:
+        idx = int(_num(i, "index", 0))
+        if idx <= 0:
+            continue
+        name = _text(i.get("name", f"if{idx}"))
+        speed_mbps = _num(i, "speed_mbps", 1000)
+
+        def c32(key: str, i: dict[str, Any] = i) -> Value | Callable[[float], Value]:
+            return counter(i, key, _U32)
+
+        def c64(key: str, i: dict[str, Any] = i) -> Value | Callable[[float], Value]:
+            return counter(i, key, _U64)
+
+        row: dict[int, Cell] = {
+            1: ("integer", idx),
+            2: ("string", _text(i.get("descr", name))),
+            3: ("integer", int(_num(i, "type", 6))),
+            4: ("integer", int(_num(i, "mtu", 1500))),
+            5: ("gauge", min(int(speed_mbps * 1_000_000), _U32 - 1)),
+            6: ("string", ""),
+            7: ("integer", int(_num(i, "admin", 1))),
+            8: ("integer", int(_num(i, "oper", 1))),
+            9: ("timeticks", int(_num(i, "last_change_s") * 100) % _U32),
+            10: ("counter", c32("in_octets")),
+            11: ("counter", c32("in_ucast_pkts")),
+            12: ("counter", c32("in_nucast_pkts")),
+            13: ("counter", c32("in_discards")),
+            14: ("counter", c32("in_errors")),
+            15: ("counter", c32("in_unknown_protos")),
+            16: ("counter", c32("out_octets")),
+            17: ("counter", c32("out_ucast_pkts")),
+            18: ("counter", c32("out_nucast_pkts")),
+            19: ("counter", c32("out_discards")),
+            20: ("counter", c32("out_errors")),
+            21: ("gauge", 0),
+            22: ("objectid", ".0.0"),
+        }
+        for column, cell in row.items():
+            cells[(*IF_ENTRY, column, idx)] = cell
+        if not i.get("hc", True):
+            continue
+        xrow: dict[int, Cell] = {
+            1: ("string", name),
+            2: ("counter", c32("in_multicast_pkts")),
+            3: ("counter", c32("in_broadcast_pkts")),
+            4: ("counter", c32("out_multicast_pkts")),
+            5: ("counter", c32("out_broadcast_pkts")),
+            6: ("counter64", c64("in_octets")),
+            7: ("counter64", c64("in_ucast_pkts")),
+            8: ("counter64", c64("in_multicast_pkts")),
+            9: ("counter64", c64("in_broadcast_pkts")),
+            10: ("counter64", c64("out_octets")),
+            11: ("counter64", c64("out_ucast_pkts")),
+            12: ("counter64", c64("out_multicast_pkts")),
+            13: ("counter64", c64("out_broadcast_pkts")),
+            14: ("integer", 1),
+            15: ("gauge", int(speed_mbps)),
+            16: ("integer", 2),
+            17: ("integer", 1),
+            18: ("string", _text(i.get("alias", ""))),
+            19: ("timeticks", int(_num(i, "discontinuity_s") * 100) % _U32),
+        }
+        for column, cell in xrow.items():
+            cells[(*IFX_ENTRY, column, idx)] = cell
+
+
+def entity_cells(entities: list[Any], sensors: list[Any], cells: dict[Oid, Cell]) -> None:
+    """Add entPhysicalTable, entAliasMappingTable and entPhySensorTable rows."""
+    for e in entities:
+        if not isinstance(e, dict) or int(_num(e, "index", 0)) <= 0:
+            continue
+        idx = int(_num(e, "index"))
+        row: dict[int, Cell] = {
+            2: ("string", _text(e.get("descr", ""))),
+            3: ("objectid", ".0.0"),
+            4: ("integer", int(_num(e, "contained_in", 0))),
+            5: ("integer", int(_num(e, "class", 1))),
+            6: ("integer", int(_num(e, "rel_pos", -1))),
+            7: ("string", _text(e.get("name", ""))),
+        }
+        for column, cell in row.items():
+            cells[(*ENT_PHYSICAL_ENTRY, column, idx)] = cell
+        if_index = e.get("if_index")
+        if isinstance(if_index, int) and if_index > 0:
+            target = format_oid((*IF_ENTRY, 1, if_index))
+            cells[(*ENT_ALIAS_MAPPING_ID, idx, 0)] = ("objectid", target)
+    for s in sensors:
+        if not isinstance(s, dict) or int(_num(s, "index", 0)) <= 0:
+            continue
+        idx = int(_num(s, "index"))
+        srow: dict[int, Cell] = {
+            1: ("integer", int(_num(s, "type", 2))),
+            2: ("integer", int(_num(s, "scale", 9))),
+            3: ("integer", int(_num(s, "precision", 0))),
+            4: ("integer", int(_num(s, "value", 0))),
+            5: ("integer", int(_num(s, "status", 1))),
+            6: ("string", _text(s.get("units", ""))),
+            7: ("timeticks", 0),
+            8: ("gauge", 0),
+        }
+        for column, cell in srow.items():
+            cells[(*ENT_SENSOR_ENTRY, column, idx)] = cell
+
+
+def extra_cells(
+    oids: Any, grow: Callable[[int, float, int], Value | Callable[[float], Value]], cells: dict[Oid, Cell]
+) -> None:
+    """Add a state's ``oids``: OID -> [type, value] or [type, base, per_s] (``grow`` makes the counter)."""
+    if not isinstance(oids, dict):
+        return
+    for text, spec in oids.items():
+        oid = parse_oid(str(text))
+        if oid is None or not isinstance(spec, list) or len(spec) < 2 or not isinstance(spec[0], str):
+            continue
+        kind, value = spec[0], spec[1]
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            continue
+        if isinstance(value, str):
+            cells[oid] = (kind, _text(value))
+        elif len(spec) > 2 and isinstance(spec[2], (int, float)):
+            modulo = _U64 if kind == "counter64" else _U32
+            cells[oid] = (kind, grow(int(value), float(spec[2]), modulo))
+        else:
+            cells[oid] = (kind, int(value))
+
+
 class Tree:
     """The MIB view of one state: sorted OIDs and their (type, value) cells."""
 
     def __init__(self, state: dict[str, Any], epoch: float, roots: list[Oid]) -> None:
         self.epoch = epoch
         cells: dict[Oid, Cell] = {}
-        self._system(state.get("system") or {}, cells)
+        system = state.get("system") or {}
+        system_cells(system, self._uptime_ticks(_num(system, "uptime_s", 86400)), cells)
         interfaces = [i for i in state.get("interfaces") or [] if isinstance(i, dict)]
-        self._interfaces(interfaces, cells)
-        self._entities(state.get("entities") or [], state.get("sensors") or [], cells)
-        self._extra(state.get("oids") or {}, cells)
+        interface_cells(interfaces, self._counter, cells)
+        entity_cells(state.get("entities") or [], state.get("sensors") or [], cells)
+        extra_cells(state.get("oids") or {}, self._grow, cells)
         if roots:
             cells = {oid: cell for oid, cell in cells.items() if any(oid[: len(r)] == r for r in roots)}
         self.keys: list[Oid] = sorted(cells)
@@ -166,143 +319,13 @@ class Tree:
         epoch = self.epoch
         return lambda now: (base + int(per_s * max(0.0, now - epoch))) % modulo
 
+    def _counter(self, row: dict[str, Any], key: str, modulo: int) -> Value | Callable[[float], Value]:
+        """An interface counter from the state: ``key`` is its base, ``key_per_s`` its rate."""
+        return self._grow(_int(row, key), _num(row, key + "_per_s"), modulo)
+
     def _uptime_ticks(self, uptime_s: float) -> Callable[[float], Value]:
         epoch = self.epoch
         return lambda now: int((uptime_s + max(0.0, now - epoch)) * 100) % _U32
-
-    # -- groups ----------------------------------------------------------------------------
-
-    def _system(self, system: dict[str, Any], cells: dict[Oid, Cell]) -> None:
-        oid = parse_oid(str(system.get("object_id", "1.3.6.1.4.1.8072.3.2.10"))) or (0, 0)
-        cells[(*SYSTEM, 1, 0)] = ("string", _text(system.get("descr", "netwatch lab agent")))
-        cells[(*SYSTEM, 2, 0)] = ("objectid", format_oid(oid))
-        cells[(*SYSTEM, 3, 0)] = ("timeticks", self._uptime_ticks(_num(system, "uptime_s", 86400)))
-        cells[(*SYSTEM, 4, 0)] = ("string", _text(system.get("contact", "")))
-        cells[(*SYSTEM, 5, 0)] = ("string", _text(system.get("name", "lab-agent")))
-        cells[(*SYSTEM, 6, 0)] = ("string", _text(system.get("location", "")))
-        cells[(*SYSTEM, 7, 0)] = ("integer", int(_num(system, "services", 6)))
-
-    def _interfaces(self, interfaces: list[dict[str, Any]], cells: dict[Oid, Cell]) -> None:
-        cells[IF_NUMBER] = ("integer", len(interfaces))
-        for i in interfaces:
-            idx = int(_num(i, "index", 0))
-            if idx <= 0:
-                continue
-            name = _text(i.get("name", f"if{idx}"))
-            speed_mbps = _num(i, "speed_mbps", 1000)
-
-            def c32(key: str, i: dict[str, Any] = i) -> Value | Callable[[float], Value]:
-                return self._grow(_int(i, key), _num(i, key + "_per_s"), _U32)
-
-            def c64(key: str, i: dict[str, Any] = i) -> Value | Callable[[float], Value]:
-                return self._grow(_int(i, key), _num(i, key + "_per_s"), _U64)
-
-            row: dict[int, Cell] = {
-                1: ("integer", idx),
-                2: ("string", _text(i.get("descr", name))),
-                3: ("integer", int(_num(i, "type", 6))),
-                4: ("integer", int(_num(i, "mtu", 1500))),
-                5: ("gauge", min(int(speed_mbps * 1_000_000), _U32 - 1)),
-                6: ("string", ""),
-                7: ("integer", int(_num(i, "admin", 1))),
-                8: ("integer", int(_num(i, "oper", 1))),
-                9: ("timeticks", int(_num(i, "last_change_s") * 100) % _U32),
-                10: ("counter", c32("in_octets")),
-                11: ("counter", c32("in_ucast_pkts")),
-                12: ("counter", c32("in_nucast_pkts")),
-                13: ("counter", c32("in_discards")),
-                14: ("counter", c32("in_errors")),
-                15: ("counter", c32("in_unknown_protos")),
-                16: ("counter", c32("out_octets")),
-                17: ("counter", c32("out_ucast_pkts")),
-                18: ("counter", c32("out_nucast_pkts")),
-                19: ("counter", c32("out_discards")),
-                20: ("counter", c32("out_errors")),
-                21: ("gauge", 0),
-                22: ("objectid", ".0.0"),
-            }
-            for column, cell in row.items():
-                cells[(*IF_ENTRY, column, idx)] = cell
-            if not i.get("hc", True):
-                continue
-            xrow: dict[int, Cell] = {
-                1: ("string", name),
-                2: ("counter", c32("in_multicast_pkts")),
-                3: ("counter", c32("in_broadcast_pkts")),
-                4: ("counter", c32("out_multicast_pkts")),
-                5: ("counter", c32("out_broadcast_pkts")),
-                6: ("counter64", c64("in_octets")),
-                7: ("counter64", c64("in_ucast_pkts")),
-                8: ("counter64", c64("in_multicast_pkts")),
-                9: ("counter64", c64("in_broadcast_pkts")),
-                10: ("counter64", c64("out_octets")),
-                11: ("counter64", c64("out_ucast_pkts")),
-                12: ("counter64", c64("out_multicast_pkts")),
-                13: ("counter64", c64("out_broadcast_pkts")),
-                14: ("integer", 1),
-                15: ("gauge", int(speed_mbps)),
-                16: ("integer", 2),
-                17: ("integer", 1),
-                18: ("string", _text(i.get("alias", ""))),
-                19: ("timeticks", int(_num(i, "discontinuity_s") * 100) % _U32),
-            }
-            for column, cell in xrow.items():
-                cells[(*IFX_ENTRY, column, idx)] = cell
-
-    def _entities(self, entities: list[Any], sensors: list[Any], cells: dict[Oid, Cell]) -> None:
-        for e in entities:
-            if not isinstance(e, dict) or int(_num(e, "index", 0)) <= 0:
-                continue
-            idx = int(_num(e, "index"))
-            row: dict[int, Cell] = {
-                2: ("string", _text(e.get("descr", ""))),
-                3: ("objectid", ".0.0"),
-                4: ("integer", int(_num(e, "contained_in", 0))),
-                5: ("integer", int(_num(e, "class", 1))),
-                6: ("integer", int(_num(e, "rel_pos", -1))),
-                7: ("string", _text(e.get("name", ""))),
-            }
-            for column, cell in row.items():
-                cells[(*ENT_PHYSICAL_ENTRY, column, idx)] = cell
-            if_index = e.get("if_index")
-            if isinstance(if_index, int) and if_index > 0:
-                target = format_oid((*IF_ENTRY, 1, if_index))
-                cells[(*ENT_ALIAS_MAPPING_ID, idx, 0)] = ("objectid", target)
-        for s in sensors:
-            if not isinstance(s, dict) or int(_num(s, "index", 0)) <= 0:
-                continue
-            idx = int(_num(s, "index"))
-            srow: dict[int, Cell] = {
-                1: ("integer", int(_num(s, "type", 2))),
-                2: ("integer", int(_num(s, "scale", 9))),
-                3: ("integer", int(_num(s, "precision", 0))),
-                4: ("integer", int(_num(s, "value", 0))),
-                5: ("integer", int(_num(s, "status", 1))),
-                6: ("string", _text(s.get("units", ""))),
-                7: ("timeticks", 0),
-                8: ("gauge", 0),
-            }
-            for column, cell in srow.items():
-                cells[(*ENT_SENSOR_ENTRY, column, idx)] = cell
-
-    def _extra(self, oids: Any, cells: dict[Oid, Cell]) -> None:
-        """Serve the state's ``oids``: OID -> [type, value] or [type, base, per_s] (a counter)."""
-        if not isinstance(oids, dict):
-            return
-        for text, spec in oids.items():
-            oid = parse_oid(str(text))
-            if oid is None or not isinstance(spec, list) or len(spec) < 2 or not isinstance(spec[0], str):
-                continue
-            kind, value = spec[0], spec[1]
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                continue
-            if isinstance(value, str):
-                cells[oid] = (kind, _text(value))
-            elif len(spec) > 2 and isinstance(spec[2], (int, float)):
-                modulo = _U64 if kind == "counter64" else _U32
-                cells[oid] = (kind, self._grow(int(value), float(spec[2]), modulo))
-            else:
-                cells[oid] = (kind, int(value))
 
     # -- lookups ---------------------------------------------------------------------------
 
