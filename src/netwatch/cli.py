@@ -25,7 +25,7 @@ from netwatch.config import ConfigError, Loaded, config_schema, load_config
 DEFAULT_CONFIG = os.environ.get("NETWATCH_CONFIG", "/etc/netwatch/netwatch.yaml")
 
 #: Modules of :mod:`netwatch.commands` that add a verb (one line per verb).
-COMMANDS: Final[tuple[str, ...]] = ("alerts", "profiles", "rules", "silences")
+COMMANDS: Final[tuple[str, ...]] = ("alerts", "demo", "lab", "profiles", "rules", "silences")
 
 
 def _parser() -> argparse.ArgumentParser:
