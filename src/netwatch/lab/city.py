@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import structlog
 
-from netwatch.lab.apmib import ControllerAp, SimRadio
+from netwatch.lab.apmib import Band, ControllerAp, SimRadio
 from netwatch.lab.blackhole import Blackholes
 from netwatch.lab.broker import BrokerError, MosquittoBroker
 from netwatch.lab.challenge import Gate
@@ -130,7 +130,7 @@ def _share(seed: str, low: float, high: float) -> float:
 
 
 def _radios(d: LabDevice) -> list[SimRadio]:
-    bands = ["2.4GHz", "5GHz", "5GHz", "6GHz"]
+    bands: list[Band] = ["2.4GHz", "5GHz", "5GHz", "6GHz"]
     channels = {"2.4GHz": (1, 6, 11), "5GHz": (36, 44, 149), "6GHz": (37, 53, 69)}
     radios = []
     for i in range(d.radios):
@@ -138,7 +138,7 @@ def _radios(d: LabDevice) -> list[SimRadio]:
         share = 0.6 if band == "2.4GHz" else 0.4 / max(1, d.radios - 1)
         chan = channels[band][zlib.crc32(f"{d.id}/{i}".encode()) % 3]
         util = int(_share(f"{d.id}/{i}/util", 10, 60))
-        radios.append(SimRadio(i, band, chan, clients=round(d.clients * share), util_pct=util))  # type: ignore[arg-type]
+        radios.append(SimRadio(i, band, chan, clients=round(d.clients * share), util_pct=util))
     return radios
 
 
