@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from netwatch.lab.blackhole import Blackholes
+from netwatch.lab.spec import load_lab
 from tests.servers.labfile import lab_file
 
 NETWATCH = str(Path(sys.executable).with_name("netwatch"))
@@ -70,4 +72,5 @@ def test_the_demo_shows_the_city_live_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     left = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
     if shutil.which("nft"):
-        assert "netwatch_lab_" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        table = Blackholes(load_lab(lab).spec.lab.network).table
+        assert table not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout

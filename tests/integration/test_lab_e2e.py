@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from netwatch.config import load_config
+from netwatch.lab.blackhole import Blackholes
 from netwatch.lab.netconfig import write_config
 from netwatch.lab.spec import load_lab
 from tests.servers.common import free_port
@@ -162,4 +163,4 @@ async def test_a_span_cut_in_the_lab_is_one_page_and_the_states_a_noc_expects(
     assert leftovers.stdout.strip() == ""
     if shutil.which("nft"):
         tables = (await asyncio.to_thread(_run, "nft", "list", "tables")).stdout
-        assert "netwatch_lab_" not in tables
+        assert Blackholes(lab.spec.lab.network).table not in tables

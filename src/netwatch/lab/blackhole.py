@@ -37,7 +37,7 @@ class Blackholes:
         self._ip = shutil.which("ip") if root else None
         self.backend: Backend = "nft" if self._nft else "route" if self._ip else "none"
         # One table per lab network, so two labs (or a test and a lab) never touch each other's.
-        self._table = f"netwatch_lab_{zlib.crc32(str(network).encode()):08x}"
+        self.table = f"netwatch_lab_{zlib.crc32(str(network).encode()):08x}"
         self._dark: set[str] = set()
         self._ready = False
 
@@ -53,8 +53,8 @@ class Blackholes:
         add, remove = sorted(want - self._dark), sorted(self._dark - want)
         if self.backend == "nft":
             ok = self._ensure_table() and self._nft_run(
-                ([f"add element inet {self._table} dark {{ {', '.join(add)} }}"] if add else [])
-                + ([f"delete element inet {self._table} dark {{ {', '.join(remove)} }}"] if remove else [])
+                ([f"add element inet {self.table} dark {{ {', '.join(add)} }}"] if add else [])
+                + ([f"delete element inet {self.table} dark {{ {', '.join(remove)} }}"] if remove else [])
             )
         else:
             ok = self._ip_batch(
@@ -67,10 +67,10 @@ class Blackholes:
     def clear_stale(self) -> int:
         """Remove what an earlier run of this lab left behind; return how many addresses were dark."""
         if self.backend == "nft":
-            shown = self._run([self._nft or "nft", "-j", "list", "set", "inet", self._table, "dark"])
+            shown = self._run([self._nft or "nft", "-j", "list", "set", "inet", self.table, "dark"])
             count = shown.stdout.count('"elem"') if shown.returncode == 0 else 0
             if shown.returncode == 0:
-                self._nft_run([f"delete table inet {self._table}"])
+                self._nft_run([f"delete table inet {self.table}"])
             self._ready = False
             return count
         if self.backend == "route" and self._ip is not None:
@@ -91,7 +91,7 @@ class Blackholes:
         """Everything answers again; the lab's table is gone."""
         if self.backend == "nft":
             if self._ready:
-                self._nft_run([f"delete table inet {self._table}"])
+                self._nft_run([f"delete table inet {self.table}"])
             self._ready = False
             self._dark = set()
         else:
@@ -103,10 +103,10 @@ class Blackholes:
         # Priority -10: before any filter a host may have, so the lab's drop is not overridden.
         self._ready = self._nft_run(
             [
-                f"add table inet {self._table}",
-                f"add set inet {self._table} dark {{ type ipv4_addr; }}",
-                f"add chain inet {self._table} input {{ type filter hook input priority -10; policy accept; }}",
-                f"add rule inet {self._table} input ip daddr @dark drop",
+                f"add table inet {self.table}",
+                f"add set inet {self.table} dark {{ type ipv4_addr; }}",
+                f"add chain inet {self.table} input {{ type filter hook input priority -10; policy accept; }}",
+                f"add rule inet {self.table} input ip daddr @dark drop",
             ]
         )
         return self._ready
