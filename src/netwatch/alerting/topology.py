@@ -35,6 +35,11 @@ edge if that edge is cut. A device cut off only by a combination of causes (both
 is therefore listed in the impact of every one of them, and repairing any one of them brings it
 back. A device's state depends only on its own check and the checks and spans of its neighbours,
 so one pass in topological order classifies the whole plant: O(devices + parent edges + spans).
+
+The topology also knows which ports each span lands on (a port alert on a span's end is explained
+by the span being down) and how long each device takes to settle: the longest of its checks'
+interval plus timeout, within which a device that started failing has run every check once, so
+whether it is down (every check fails) or only degraded is known by then.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ class Topology:
         links: Mapping[str, tuple[str, str]],
         sites: Mapping[str, str],
         kinds: Mapping[str, str],
+        ports: Mapping[str, tuple[str, str]] | None = None,
+        settle: Mapping[str, float] | None = None,
     ) -> None:
         """Build the graph.
 
@@ -133,6 +140,10 @@ class Topology:
             links: span id -> the two device ids it joins.
             sites: device id -> site id.
             kinds: device id -> device kind.
+            ports: span id -> the ports it lands on at its two ends, in the order of ``links``
+                (a span left out has no known ports).
+            settle: device id -> seconds within which a device that starts failing has run every
+                check once (a device left out is not polled: 0).
 
         Raises:
             ValueError: a parent or span end is not a device, or the parents form a cycle (the
@@ -196,15 +207,27 @@ class Topology:
             for dev in devices
         }
         self._behind_cache: dict[tuple[EntityKind, str], frozenset[str]] = {}
+        self._spans_at: dict[tuple[str, str], tuple[str, ...]] = {}
+        for ident, end_ports in (ports or {}).items():
+            if ident not in self._links:
+                raise ValueError(f"ports given for unknown span {ident!r}")
+            for dev, port in zip(self._links[ident], end_ports, strict=True):
+                self._spans_at[(dev, port)] = (*self._spans_at.get((dev, port), ()), ident)
+        self._settle: dict[str, float] = dict(settle or {})
 
     @classmethod
     def from_inventory(cls, inventory: Inventory) -> Topology:
-        """Build the topology of an inventory (its devices' parents and its spans)."""
+        """Build the topology of an inventory (its devices' parents, its spans and their ports, and
+        how long each device's checks take to come round)."""
         return cls(
             parents={d.id: d.parents for d in inventory.devices.values()},
             links={lk.id: (lk.a.device, lk.b.device) for lk in inventory.links.values()},
             sites={d.id: d.site for d in inventory.devices.values()},
             kinds={d.id: d.kind for d in inventory.devices.values()},
+            ports={lk.id: (lk.a.port, lk.b.port) for lk in inventory.links.values()},
+            settle={
+                d.id: max((c.interval + c.timeout for c in d.checks), default=0.0) for d in inventory.devices.values()
+            },
         )
 
     # ----------------------------------------------------------------------------------------
@@ -230,6 +253,15 @@ class Topology:
             if p == parent:
                 return spans
         return ()
+
+    def spans_at(self, device: str, port: str) -> tuple[str, ...]:
+        """Return the spans that land on this port of this device (usually one; empty if none)."""
+        return self._spans_at.get((device, port), ())
+
+    def settle_s(self, device: str) -> float:
+        """Return the seconds within which a device that started failing has run all its checks
+        once (the longest interval plus timeout among them; 0 for a device nobody polls)."""
+        return self._settle.get(device, 0.0)
 
     def devices_at(self, site: str) -> frozenset[str]:
         """Return the devices at a site (empty for an unknown site)."""

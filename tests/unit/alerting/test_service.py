@@ -117,13 +117,13 @@ def test_child_that_stays_down_after_its_parent_recovers_pages_then(tmp_path: Pa
     for t in range(3):
         now = T0 + t * 10 * S
         clock[0] = now
-        svc.observe([device_sample(inv, "core", False, now), device_sample(inv, "d1", False, now)])
+        svc.observe([device_sample(inv, d, False, now) for d in ("core", "d0", "d1", "d2")])
         svc.tick(now + S)
     assert [n.incident.entity for n in sent] == ["core"]
     for t in range(3, 7):
         now = T0 + t * 10 * S
         clock[0] = now
-        svc.observe([device_sample(inv, "core", True, now), device_sample(inv, "d1", False, now)])
+        svc.observe([device_sample(inv, d, d != "d1", now) for d in ("core", "d0", "d1", "d2")])
         svc.tick(now + S)
     assert [(n.event, n.incident.entity) for n in sent] == [("firing", "core"), ("resolved", "core"), ("firing", "d1")]
 

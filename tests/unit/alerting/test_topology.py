@@ -271,6 +271,19 @@ def test_example_config_ring(tmp_path: Path) -> None:
     assert "core-wp" in topo.behind("device", "core-lib")
 
 
+def test_example_config_spans_know_their_ports_and_devices_their_settle_time() -> None:
+    """config/example.yaml: core-fs31's ge-0/0/2 is where span-fs31-vp lands (a port alert there is
+    the span's); a switch polled every 30 s with a 10 s timeout has run every check within 40 s of
+    starting to fail, a door panel polled every 60 s within 70 s."""
+    topo = Topology.from_inventory(load_config(EXAMPLE).inventory)
+    assert topo.spans_at("core-fs31", "ge-0/0/2") == ("span-fs31-vp",)
+    assert topo.spans_at("sw-vp", "Gi1/0/49") == ("span-fs31-vp",)
+    assert topo.spans_at("core-fs31", "ge-0/0/9") == ()
+    assert topo.settle_s("sw-vp") == 40.0
+    assert topo.settle_s("door-vp-1") == 70.0
+    assert star(1).settle_s("core-sw") == 0.0  # built by hand, polled by nobody: nothing to wait for
+
+
 def test_parent_cycle_and_unknown_parent_are_rejected() -> None:
     """The loader rejects both; building a topology from them anyway is a bug, reported as ValueError."""
     sites, kinds = {"a": "s", "b": "s"}, {"a": "router", "b": "router"}
