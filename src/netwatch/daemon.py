@@ -81,16 +81,20 @@ class Pipeline:
     def __init__(self, loaded: Loaded, sink: Sink, alerts: AlertService | None = None) -> None:
         self.sink = sink
         self.alerts = alerts
+        #: While a check's result is taken in: what the state tracker emits joins its samples.
+        self._batch: list[Sample] | None = None
         self.tracker = StateTracker(
             loaded.inventory, self.emit, override=alerts.device_override if alerts else lambda device: None
         )
         if alerts is not None:
             alerts.explain_site = self.tracker.wifi_override
-
         #: Others that read every sample as it is emitted (the MQTT state publisher).
         self.taps: list[Callable[[list[Sample]], None]] = []
 
     def emit(self, samples: list[Sample]) -> None:
+        if self._batch is not None:
+            self._batch.extend(samples)
+            return
         self.sink.submit(samples)
         if self.alerts is not None:
             self.alerts.observe(samples)
@@ -98,8 +102,18 @@ class Pipeline:
             tap(samples)
 
     def observe(self, obs: Observation) -> None:
-        self.emit(list(obs.outcome.samples))
-        self.tracker.observe(obs)
+        """Take a check's result: its samples and the device and span state they lead to, as one batch.
+
+        One batch, so that the alert rules judge a port that went down together with the span it
+        ends (the span's state comes from the tracker): given separately, with group_wait 0 the
+        port's page went out before the span's state arrived to explain it.
+        """
+        self._batch = list(obs.outcome.samples)
+        try:
+            self.tracker.observe(obs)
+        finally:
+            batch, self._batch = self._batch, None
+        self.emit(batch)
 
 
 async def _report_health(
