@@ -32,7 +32,8 @@ from netwatch.alerting.silences import Silences
 from netwatch.alerting.store import AlertStore
 from netwatch.alerting.topology import Topology
 from netwatch.api import ApiListenError, DeviceCounts, LagSnapshot, SchedulerSnapshot, StatsReader, serve_api
-from netwatch.api.state import plant_state
+from netwatch.api.alerts import incident_json
+from netwatch.api.state import plant_state, status_extras
 from netwatch.config import Config, ConfigError, Loaded, load_config
 from netwatch.ingest.traps import TrapListenError, TrapReceiver, port_lookup
 from netwatch.inventory import Inventory
@@ -251,7 +252,9 @@ async def run(
                 health.components["traps"] = traps.stats
 
             def state() -> dict[str, Any]:
-                return plant_state(running.inventory, pipeline.tracker.seen)
+                incidents = [incident_json(i) for i in alerts.incidents()]
+                extras = status_extras(incidents, alerts.maintenance_now(), sink.last_write_age_s())
+                return plant_state(running.inventory, pipeline.tracker.seen) | extras
 
             async with serve_api(cfg.api, health, alerts=alerts, state=state) as api, asyncio.TaskGroup() as tg:
                 if api.url:

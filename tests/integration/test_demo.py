@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from netwatch.lab.blackhole import Blackholes
@@ -57,6 +58,16 @@ def test_the_demo_shows_the_city_live_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "Villa Parke Community Center" in text
         assert "OPEN INCIDENTS" in text
         assert "in the spool" in text  # no InfluxDB: points are kept, and it says where
+        # The daemon's status page and state API, as the on-call phone and the view read them:
+        # they show the city, and never a secret of the written config.
+        api = load_lab(lab).spec.lab.api
+        secrets = [p.read_text().strip() for p in (workdir / "credentials").iterdir()]
+        for path in ("/status", "/api/v1/state"):
+            with urllib.request.urlopen(f"http://{api}{path}", timeout=10) as response:
+                body = response.read().decode()
+            assert response.status == 200
+            assert "Villa Parke" in body
+            assert not [secret for secret in secrets if secret in body], path
         proc.send_signal(signal.SIGINT)
         assert proc.wait(40) == 0
         _read_until(main, b"netwatch demo stopped", 5, seen)

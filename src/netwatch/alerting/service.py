@@ -45,7 +45,7 @@ from typing import Literal, Protocol
 import structlog
 
 from netwatch.alerting.engine import AlertEngine, AlertStatus, Transition
-from netwatch.alerting.maintenance import MaintenanceCalendar
+from netwatch.alerting.maintenance import MaintenanceCalendar, Window
 from netwatch.alerting.model import Event, Impact, Incident, Notification
 from netwatch.alerting.routing import Route, Router
 from netwatch.alerting.silences import Silence, Silences, SilenceSpec, silencing
@@ -269,6 +269,10 @@ class AlertService:
     def open_incidents(self) -> list[Incident]:
         """Incidents firing now, with their impact (for the CLI and the API)."""
         return [self._incident(item) for item in self._open.values()]
+
+    def maintenance_now(self, now: int | None = None) -> list[Window]:
+        """The maintenance windows in force now (for the status page)."""
+        return self._calendar.active(_when(self._clock() if now is None else now))
 
     def incidents(self, now: int | None = None) -> list[OpenIncident]:
         """Incidents firing or flapping now, with their impact, what holds them and who was told."""

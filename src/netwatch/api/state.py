@@ -16,6 +16,7 @@ from aiohttp import web
 
 from netwatch.alerting.silences import rfc3339
 from netwatch.api.alerts import Access
+from netwatch.api.statuspage import render
 
 if TYPE_CHECKING:
     # Types only: the inventory imports the config, which imports this package (ApiConfig).
@@ -73,9 +74,41 @@ class StateApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/state", self.state)
+        app.router.add_get("/status", self.page)
 
     async def state(self, request: web.Request) -> web.Response:
         refused = self.access.refuse_read(request)
         if refused is not None:
             return refused
         return web.json_response({"instance": self.instance(), **self.source()}, headers=_NO_STORE)
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The status page for the on-call phone (:mod:`netwatch.api.statuspage`)."""
+        refused = self.access.refuse_read(request)
+        if refused is not None:
+            return refused
+        html = render({"instance": self.instance(), **self.source()})
+        return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_NO_STORE)
+
+
+def status_extras(
+    incidents: list[dict[str, Any]], windows: list[Any], last_write_age_s: float | None
+) -> dict[str, Any]:
+    """What the status page adds to the plant: open incidents (not those held behind a root
+    cause: the root cause's impact names them), maintenance in force, the newest data's age."""
+    order = {"critical": 0, "warning": 1, "info": 2}
+    shown = [i for i in incidents if i.get("held") != "unreachable"]
+    shown.sort(key=lambda i: (order.get(str(i.get("severity")), 3), str(i.get("since") or "")))
+    return {
+        "incidents": shown,
+        "maintenance": [
+            {
+                "scope": f"{w.scope[0]} {w.scope[1]}",
+                "start": w.start.isoformat(),
+                "end": w.end.isoformat(),
+                "reason": w.reason,
+            }
+            for w in windows
+        ],
+        "last_write_age_s": last_write_age_s,
+    }
