@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # systemd: only for systemd-analyze (tests/unit/test_systemd_unit.py checks systemd/netwatch.service offline).
 # gst-rtsp-server (run by the system python3 with python3-gi): the real RTSP server of tests/servers/rtsp.py.
 # nftables: `netwatch lab` makes a dark device's loopback address drop everything (src/netwatch/lab/blackhole.py).
+# chromium: the status page is rendered in headless Chromium by tests/integration/test_status_page.py.
 APT_PACKAGES=(influxdb influxdb-client victoria-metrics mosquitto mosquitto-clients snmpd snmp snmptrapd
-              prometheus-snmp-exporter prometheus-alertmanager fping systemd nftables
+              prometheus-snmp-exporter prometheus-alertmanager fping systemd nftables chromium
               python3-gi gir1.2-gst-rtsp-server-1.0 gir1.2-gstreamer-1.0 gstreamer1.0-plugins-base
               gstreamer1.0-plugins-good)
 PY=${PYTHON:-python3}

@@ -253,7 +253,12 @@ async def run(
 
             def state() -> dict[str, Any]:
                 incidents = [incident_json(i) for i in alerts.incidents()]
-                extras = status_extras(incidents, alerts.maintenance_now(), sink.last_write_age_s())
+                extras = status_extras(
+                    incidents,
+                    alerts.maintenance_now(),
+                    sink.last_write_age_s(),
+                    influxdb=running.config.influxdb is not None,
+                )
                 return plant_state(running.inventory, pipeline.tracker.seen) | extras
 
             async with serve_api(cfg.api, health, alerts=alerts, state=state) as api, asyncio.TaskGroup() as tg:

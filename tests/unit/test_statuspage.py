@@ -40,7 +40,7 @@ def test_the_page_says_what_is_wrong_first_in_words_and_refreshes_itself() -> No
     assert "span span-fs31-vp is down: 2 devices unreachable behind it" in html
     assert "2 at villa-parke" in html
     assert "site brookside until 2026-11-22T14:00:00+00:00: AP firmware" in html
-    assert "Newest data written 4 s ago" in html
+    assert "Newest data written to InfluxDB 4 s ago" in html
     # Sites worst first, the state in words (not colour alone), sites without devices left out.
     rows = re.findall(r"<tr><td>([^<]*)</td><td><span[^>]*>(\w+)</span>", html)
     assert rows == [("Villa Parke &lt;Community Center&gt;", "UNREACHABLE"), ("City Hall", "UP")]
@@ -58,4 +58,6 @@ def test_a_quiet_night_says_so() -> None:
     html = render({**DOC, "incidents": [], "maintenance": [], "last_write_age_s": None})
     assert "<h2>Open incidents</h2>\n<p>None.</p>" in html
     assert "<h2>Maintenance in force</h2>\n<p>None.</p>" in html
-    assert "Newest data written never" in html
+    assert "Newest data written to InfluxDB never" in html
+    spool_only = render({**DOC, "influxdb": False})
+    assert "No InfluxDB configured: data is kept in netwatch's spool" in spool_only

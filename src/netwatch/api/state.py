@@ -92,7 +92,7 @@ class StateApi:
 
 
 def status_extras(
-    incidents: list[dict[str, Any]], windows: list[Any], last_write_age_s: float | None
+    incidents: list[dict[str, Any]], windows: list[Any], last_write_age_s: float | None, *, influxdb: bool = True
 ) -> dict[str, Any]:
     """What the status page adds to the plant: open incidents (not those held behind a root
     cause: the root cause's impact names them), maintenance in force, the newest data's age."""
@@ -111,4 +111,5 @@ def status_extras(
             for w in windows
         ],
         "last_write_age_s": last_write_age_s,
+        "influxdb": influxdb,
     }

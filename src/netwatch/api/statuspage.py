@@ -28,8 +28,8 @@ _COLOUR = {
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:0.75rem;color:#111;background:#fff}
 h1{font-size:1.3rem;margin:0 0 .25rem} h2{font-size:1.1rem;margin:1.2rem 0 .4rem}
-table{border-collapse:collapse;width:100%} caption{text-align:left;font-weight:600;padding:.3rem 0}
-th,td{border-bottom:1px solid #bbb;padding:.35rem .4rem;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;table-layout:fixed} caption{text-align:left;font-weight:600;padding:.3rem 0}
+th,td{border-bottom:1px solid #bbb;padding:.35rem .4rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
 .state{font-weight:700} .meta{color:#333;font-size:.9rem}
 """
 
@@ -47,6 +47,12 @@ def _age(seconds: float | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
+
+
+def _data_line(doc: dict[str, Any]) -> str:
+    if doc.get("influxdb") is False:
+        return "No InfluxDB configured: data is kept in netwatch's spool"
+    return f"Newest data written to InfluxDB {_age(doc.get('last_write_age_s'))}"
 
 
 def render(doc: dict[str, Any], *, refresh_s: int = 30) -> str:
@@ -75,8 +81,7 @@ def render(doc: dict[str, Any], *, refresh_s: int = 30) -> str:
         f'<meta http-equiv="refresh" content="{refresh_s}">',
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">Newest data written {_age(doc.get("last_write_age_s"))}; '
-        f"this page refreshes every {refresh_s} s.</p>",
+        f'<p class="meta">{_data_line(doc)}; this page refreshes every {refresh_s} s.</p>',
         "<h2>Open incidents</h2>",
     ]
     if incidents:
